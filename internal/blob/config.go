@@ -1,0 +1,75 @@
+package blob
+
+import (
+	"strings"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultRegion      = "us-east-1"
+	DefaultPartSize    = 8 << 20
+	DefaultConcurrency = 2
+)
+
+// Config says how to reach S3. The zero value means AWS S3 with the standard
+// credentials chain; local servers (versitygw, MinIO) need EndpointURL and
+// PathStyle.
+type Config struct {
+	// Region is the signing region; empty uses the SDK's shared config, then
+	// DefaultRegion.
+	Region string
+	// EndpointURL overrides the S3 endpoint. Empty leaves endpoint resolution to
+	// the SDK, which honours AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL itself.
+	EndpointURL string
+	// AccessKey and SecretKey are static credentials; empty uses the standard
+	// credentials chain (environment, shared files, instance roles).
+	AccessKey, SecretKey string
+	// PathStyle addresses buckets as http://host/bucket/key, which local servers
+	// need because they have no per-bucket DNS names.
+	PathStyle bool
+	// PartSize is the multipart part size in bytes (DefaultPartSize when zero).
+	// S3 rejects parts under 5 MiB except the last, so smaller values only work
+	// against lenient local servers.
+	PartSize int64
+	// Concurrency is the number of parts in flight per writer
+	// (DefaultConcurrency when zero). A writer holds about
+	// PartSize*(Concurrency+2) bytes, so these two bound its memory.
+	Concurrency int
+}
+
+// ConfigFromEnv reads the standard AWS variables and vbatch's own
+// VBATCH_S3_PATH_STYLE. It is meant to be called once, in cmd/; deeper code
+// receives the Config.
+func ConfigFromEnv(getenv func(string) string) Config {
+	cfg := Config{
+		Region:      getenv("AWS_REGION"),
+		EndpointURL: getenv("AWS_ENDPOINT_URL_S3"),
+	}
+	if cfg.Region == "" {
+		cfg.Region = getenv("AWS_DEFAULT_REGION")
+	}
+	if cfg.EndpointURL == "" {
+		cfg.EndpointURL = getenv("AWS_ENDPOINT_URL")
+	}
+	// A custom endpoint is almost always a local server without virtual-host
+	// bucket names, so path style is the default there; AWS itself wants
+	// virtual-host style.
+	cfg.PathStyle = cfg.EndpointURL != ""
+	switch strings.ToLower(strings.TrimSpace(getenv("VBATCH_S3_PATH_STYLE"))) {
+	case "true", "1", "yes":
+		cfg.PathStyle = true
+	case "false", "0", "no":
+		cfg.PathStyle = false
+	}
+	return cfg
+}
+
+func (c Config) withDefaults() Config {
+	if c.PartSize <= 0 {
+		c.PartSize = DefaultPartSize
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	return c
+}

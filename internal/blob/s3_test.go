@@ -1,0 +1,263 @@
+package blob_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/devstack"
+	"github.com/vbatch/vbatch/internal/devstack/devstacktest"
+)
+
+// startS3 starts versitygw alone and returns a Store on it.
+func startS3(t *testing.T, tune func(*blob.Config)) (blob.Store, *devstack.Stack) {
+	t.Helper()
+	st := devstacktest.Start(t, devstack.Options{NoTemporal: true})
+	cfg := st.BlobConfig()
+	if tune != nil {
+		tune(&cfg)
+	}
+	s, err := blob.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st
+}
+
+func TestS3Store(t *testing.T) {
+	s, st := startS3(t, nil)
+	testStore(t, s, "s3://"+st.Bucket+"/")
+
+	_, err := s.Open(context.Background(), "s3://no-such-bucket/x.jsonl")
+	if !errors.Is(err, blob.ErrNotFound) || !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
+		t.Errorf("Open in a missing bucket: err = %v, want ErrNotFound saying the bucket does not exist", err)
+	}
+}
+
+// pattern is a reproducible stream of n pseudo-random bytes that is never
+// held in memory whole, so memory measurements see only the store's buffers.
+type pattern struct {
+	rng  *rand.ChaCha8
+	left int64
+}
+
+func newPattern(seed byte, n int64) *pattern {
+	return &pattern{rng: rand.NewChaCha8([32]byte{seed}), left: n}
+}
+
+func (p *pattern) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, _ := p.rng.Read(b)
+	p.left -= int64(n)
+	return n, nil
+}
+
+func digest(t *testing.T, r io.Reader) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		t.Fatal(err)
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// writeStream copies n pattern bytes into uri in small writes, the way
+// callers emit JSONL lines.
+func writeStream(t *testing.T, s blob.Store, uri string, seed byte, n int64) {
+	t.Helper()
+	w, err := s.Create(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyBuffer(w, newPattern(seed, n), make([]byte, 4096)); err != nil {
+		w.Abort()
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestS3MultipartStreamedWrite(t *testing.T) {
+	const size = 20 << 20
+	s, st := startS3(t, func(c *blob.Config) { c.PartSize = 5 << 20 })
+	uri := "s3://" + st.Bucket + "/big/requests.jsonl"
+	writeStream(t, s, uri, 1, size)
+
+	info, err := s.Stat(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != size {
+		t.Errorf("size = %d, want %d", info.Size, size)
+	}
+	// S3 gives multipart objects an ETag ending in -<parts>: 20 MiB in 5 MiB
+	// parts is 4.
+	if !strings.HasSuffix(info.ETag, "-4") {
+		t.Errorf("ETag %q: want a 4-part multipart ETag", info.ETag)
+	}
+	r, err := s.Open(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if digest(t, r) != digest(t, newPattern(1, size)) {
+		t.Error("bytes read back differ from bytes written")
+	}
+}
+
+func TestS3AbortMidMultipartLeavesNothing(t *testing.T) {
+	s, st := startS3(t, func(c *blob.Config) { c.PartSize = 5 << 20 })
+	uri := "s3://" + st.Bucket + "/aborted/output.jsonl"
+	w, err := s.Create(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 12 MiB: two parts are uploaded, the upload is well under way.
+	if _, err := io.Copy(w, newPattern(2, 12<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat after Abort: err = %v, want ErrNotFound", err)
+	}
+	// Nor may parts linger on the server (they cost storage on AWS).
+	if n := multipartUploads(t, st); n != 0 {
+		t.Errorf("%d multipart uploads left after Abort", n)
+	}
+}
+
+func TestS3CancelledContextAbortsUpload(t *testing.T) {
+	s, st := startS3(t, func(c *blob.Config) { c.PartSize = 5 << 20 })
+	uri := "s3://" + st.Bucket + "/cancelled/output.jsonl"
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := s.Create(ctx, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, newPattern(3, 11<<20)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	// The writer must not hang on a dead upload: further writes and Close fail.
+	done := make(chan error, 1)
+	go func() {
+		_, werr := io.Copy(w, newPattern(3, 20<<20))
+		done <- errors.Join(werr, w.Close())
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("writes after cancel succeeded")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("writer hung after its context was cancelled")
+	}
+	if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat after cancel: err = %v, want ErrNotFound", err)
+	}
+	if n := multipartUploads(t, st); n != 0 {
+		t.Errorf("%d multipart uploads left after cancel", n)
+	}
+}
+
+func multipartUploads(t *testing.T, st *devstack.Stack) int {
+	t.Helper()
+	c, err := blob.NewS3Client(context.Background(), st.BlobConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(st.Bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Uploads)
+}
+
+// heapPeak samples HeapInuse until stop is called and returns the peak.
+func heapPeak() (stop func() uint64) {
+	var peak atomic.Uint64
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var m runtime.MemStats
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(quit)
+		wg.Wait()
+		return peak.Load()
+	}
+}
+
+func TestS3LargeObjectMemoryIsBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 400 MB through the local S3 server")
+	}
+	const size = 200 << 20
+	const limit = 64 << 20
+	s, st := startS3(t, nil) // default PartSize and Concurrency, as production uses
+	uri := "s3://" + st.Bucket + "/large/output.jsonl"
+	runtime.GC()
+
+	stop := heapPeak()
+	start := time.Now()
+	writeStream(t, s, uri, 4, size)
+	writePeak := stop()
+	t.Logf("wrote %d MiB in %s, peak HeapInuse %.1f MiB", size>>20, time.Since(start).Round(time.Millisecond), float64(writePeak)/(1<<20))
+
+	runtime.GC()
+	stop = heapPeak()
+	start = time.Now()
+	r, err := s.Open(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := digest(t, r)
+	r.Close()
+	readPeak := stop()
+	t.Logf("read %d MiB in %s, peak HeapInuse %.1f MiB", size>>20, time.Since(start).Round(time.Millisecond), float64(readPeak)/(1<<20))
+
+	if got != digest(t, newPattern(4, size)) {
+		t.Error("bytes read back differ from bytes written")
+	}
+	if writePeak > limit || readPeak > limit {
+		t.Errorf("peak HeapInuse write %.1f MiB, read %.1f MiB; want both under %d MiB",
+			float64(writePeak)/(1<<20), float64(readPeak)/(1<<20), limit>>20)
+	}
+}

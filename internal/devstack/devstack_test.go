@@ -1,0 +1,277 @@
+package devstack_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/devstack"
+	"github.com/vbatch/vbatch/internal/devstack/devstacktest"
+)
+
+func TestFreePortIsBindable(t *testing.T) {
+	p, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p <= 0 || p > 65535 {
+		t.Fatalf("FreePort = %d", p)
+	}
+}
+
+func TestFindBinDirHonoursEnvAndNamesTheFix(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("VBATCH_BIN_DIR", dir)
+	_, err := devstack.FindBinDir()
+	if err == nil || !strings.Contains(err.Error(), "go tool task tools") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("FindBinDir on an empty dir: err = %v, want one naming %s and `go tool task tools`", err, dir)
+	}
+	for _, name := range []string{"temporal", "versitygw"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := devstack.FindBinDir()
+	if err != nil || got != dir {
+		t.Fatalf("FindBinDir = %q, %v; want %q", got, err, dir)
+	}
+}
+
+func TestStartFailureQuotesTheServerLog(t *testing.T) {
+	// A "server" that prints a complaint and exits stands in for a broken
+	// binary: the error must carry its words.
+	bin := t.TempDir()
+	script := "#!/bin/sh\necho \"fatal: cannot open state folder\" >&2\nexit 3\n"
+	for _, name := range []string{"temporal", "versitygw"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	_, err := devstack.Start(context.Background(), devstack.Options{Dir: t.TempDir(), BinDir: bin, Headless: true})
+	if err == nil {
+		t.Fatal("Start with a server that exits: no error")
+	}
+	for _, want := range []string{"versitygw", "exited before answering", "fatal: cannot open state folder", "s3.log"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	t.Logf("start error: %v", err)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Start took %s to notice the exit", d)
+	}
+}
+
+func parseEnvFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		kv, ok := strings.CutPrefix(line, "export ")
+		k, v, ok2 := strings.Cut(kv, "=")
+		if !ok || !ok2 || len(v) < 2 || v[0] != '\'' || v[len(v)-1] != '\'' {
+			t.Fatalf("env file line %q is not export K='V'", line)
+		}
+		env[k] = v[1 : len(v)-1]
+	}
+	return env
+}
+
+func TestStackServesS3AndTemporal(t *testing.T) {
+	st := devstacktest.Start(t, devstack.Options{})
+	ctx := context.Background()
+
+	// The env file carries everything a shell (and cmd/) needs.
+	envPath := filepath.Join(st.Dir, "env")
+	if err := st.WriteEnvFile(envPath); err != nil {
+		t.Fatal(err)
+	}
+	env := parseEnvFile(t, envPath)
+	want := map[string]string{
+		"TEMPORAL_ADDRESS":      st.TemporalAddress,
+		"TEMPORAL_NAMESPACE":    "default",
+		"AWS_ENDPOINT_URL_S3":   st.S3Endpoint,
+		"AWS_ACCESS_KEY_ID":     st.AccessKey,
+		"AWS_SECRET_ACCESS_KEY": st.SecretKey,
+		"AWS_REGION":            "us-east-1",
+		"VBATCH_S3_PATH_STYLE":  "true",
+		"VBATCH_BUCKET":         "vbatch",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("env file %s = %q, want %q", k, env[k], v)
+		}
+	}
+	if len(env) != len(want) {
+		t.Errorf("env file has %d variables, want %d: %v", len(env), len(want), env)
+	}
+	if !strings.HasPrefix(st.TemporalAddress, "127.0.0.1:") || !strings.HasPrefix(st.S3Endpoint, "http://127.0.0.1:") {
+		t.Errorf("servers not on loopback: %s, %s", st.TemporalAddress, st.S3Endpoint)
+	}
+
+	// The config read back from that environment reaches the bucket.
+	cfg := blob.ConfigFromEnv(func(k string) string { return env[k] })
+	cfg.AccessKey, cfg.SecretKey = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+	store, err := blob.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := "s3://" + env["VBATCH_BUCKET"] + "/hello.txt"
+	writeObject(t, store, uri, "hello")
+	if got := readObject(t, store, uri); got != "hello" {
+		t.Fatalf("read back %q", got)
+	}
+
+	c, err := client.Dial(client.Options{HostPort: env["TEMPORAL_ADDRESS"], Namespace: env["TEMPORAL_NAMESPACE"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		t.Fatalf("temporal health: %v", err)
+	}
+}
+
+func TestS3RestartKeepsObjects(t *testing.T) {
+	st := devstacktest.Start(t, devstack.Options{NoTemporal: true, Bucket: "keep"})
+	ctx := context.Background()
+	store, err := blob.New(ctx, st.BlobConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := "s3://keep/runs/r1/manifest.json"
+	writeObject(t, store, uri, `{"chunks":3}`)
+
+	if err := st.S3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// While S3 is down, errors say so in one line a person can act on.
+	_, err = store.Open(ctx, uri)
+	wantMsg := "s3: cannot reach " + st.S3Endpoint + ": connection refused"
+	if err == nil || !strings.Contains(err.Error(), wantMsg) || !strings.Contains(err.Error(), uri) {
+		t.Fatalf("Open while S3 is down: %v; want it to contain %q and the URI", err, wantMsg)
+	}
+	t.Logf("while S3 is down: %v", err)
+
+	if err := st.S3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st.S3.Addr() != st.S3Endpoint {
+		t.Errorf("restarted at %s, want %s", st.S3.Addr(), st.S3Endpoint)
+	}
+	if got := readObject(t, store, uri); got != `{"chunks":3}` {
+		t.Fatalf("after restart read %q", got)
+	}
+}
+
+func TestTemporalRestartKeepsState(t *testing.T) {
+	st := devstacktest.Start(t, devstack.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	nc, err := client.NewNamespaceClient(client.Options{HostPort: st.TemporalAddress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	retention := 24 * time.Hour
+	if err := nc.Register(ctx, registerRequest("vbatch-restart-test", retention)); err != nil {
+		t.Fatalf("register namespace: %v", err)
+	}
+
+	c, err := client.Dial(client.Options{HostPort: st.TemporalAddress, Namespace: st.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// No worker serves this type: the execution just waits, which is all a
+	// history needs to survive a restart.
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "restart-test", TaskQueue: "nobody-polls"}, "NoSuchWorkflow", "arg")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := st.Temporal.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Temporal.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := nc.Describe(ctx, "vbatch-restart-test"); err != nil {
+		t.Errorf("namespace lost in restart: %v", err)
+	}
+	desc, err := c.DescribeWorkflow(ctx, "restart-test", run.GetRunID())
+	if err != nil {
+		t.Fatalf("workflow lost in restart: %v", err)
+	}
+	if s := desc.Status.String(); s != "Running" {
+		t.Errorf("workflow status after restart = %s, want Running", s)
+	}
+	iter := c.GetWorkflowHistory(ctx, "restart-test", run.GetRunID(), false, 0)
+	if !iter.HasNext() {
+		t.Fatal("empty history after restart")
+	}
+	ev, err := iter.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.GetEventType().String(); got != "WorkflowExecutionStarted" {
+		t.Errorf("first event after restart = %s", got)
+	}
+}
+
+func writeObject(t *testing.T, s blob.Store, uri, body string) {
+	t.Helper()
+	w, err := s.Create(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readObject(t *testing.T, s blob.Store, uri string) string {
+	t.Helper()
+	r, err := s.Open(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func registerRequest(name string, retention time.Duration) *workflowservice.RegisterNamespaceRequest {
+	return &workflowservice.RegisterNamespaceRequest{
+		Namespace:                        name,
+		WorkflowExecutionRetentionPeriod: durationpb.New(retention),
+	}
+}
