@@ -1,0 +1,266 @@
+package activities
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/run"
+)
+
+// Merge writes output.jsonl and errors.jsonl: every custom_id of the input exactly
+// once across the two, each file in input order. It streams chunk by chunk, so its
+// memory is bounded by one chunk's answers.
+func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error) {
+	var manifest run.Manifest
+	if err := blob.ReadJSON(ctx, c.Store, in.Run.Manifest(), &manifest); err != nil {
+		return MergeResult{}, fmt.Errorf("read manifest: %w", err)
+	}
+	failed := map[int]string{}
+	for _, f := range in.Failed {
+		failed[f.Index] = f.Reason
+	}
+	cancelled := map[int]bool{}
+	for _, i := range in.Cancelled {
+		cancelled[i] = true
+	}
+
+	m, err := newMerger(ctx, c.Store, in.Run, manifest.Model)
+	if err != nil {
+		return MergeResult{}, err
+	}
+	defer m.abort()
+	lastBeat := time.Now()
+	for _, chunk := range manifest.Chunks {
+		var missing func(batchfile.Request) batchfile.OutputLine
+		switch reason, isFailed := failed[chunk.Index]; {
+		case isFailed:
+			missing = func(r batchfile.Request) batchfile.OutputLine {
+				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 0, batchfile.CodeShardFailed,
+					fmt.Sprintf("chunk %d failed every attempt: %s", chunk.Index, reason))
+			}
+		case cancelled[chunk.Index]:
+			missing = func(r batchfile.Request) batchfile.OutputLine {
+				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 0, batchfile.CodeCancelled,
+					"the run was cancelled before this request was answered")
+			}
+		default:
+			missing = func(r batchfile.Request) batchfile.OutputLine {
+				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 500, batchfile.CodeEngineError,
+					fmt.Sprintf("chunk %d finished without an answer for this request", chunk.Index))
+			}
+		}
+		if err := m.chunk(chunk, missing); err != nil {
+			return MergeResult{}, err
+		}
+		if time.Since(lastBeat) > heartbeatEvery {
+			activity.RecordHeartbeat(ctx, chunk.Index)
+			lastBeat = time.Now()
+		}
+	}
+	return m.finish()
+}
+
+// merger interleaves the plan's errors with the chunks' answers by line number.
+type merger struct {
+	ctx    context.Context
+	store  blob.Store
+	layout run.Layout
+	model  string
+
+	planErrs    *bufio.Scanner
+	planErrsSrc io.ReadCloser
+	nextPlanErr *batchfile.OutputLine
+
+	out, errs       blob.Writer
+	outBuf, errsBuf *countingWriter
+	res             MergeResult
+}
+
+func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model string) (*merger, error) {
+	m := &merger{ctx: ctx, store: store, layout: layout, model: model,
+		res: MergeResult{Output: layout.Output(), ErrorsURI: layout.Errors(), ErrorsByCode: map[string]int{}}}
+	var err error
+	if m.planErrsSrc, err = store.Open(ctx, layout.PlanErrors()); err != nil {
+		return nil, fmt.Errorf("open plan errors: %w", err)
+	}
+	m.planErrs = bufio.NewScanner(m.planErrsSrc)
+	m.planErrs.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	if m.out, err = store.Create(ctx, layout.Output()); err != nil {
+		m.abort()
+		return nil, fmt.Errorf("create output: %w", err)
+	}
+	if m.errs, err = store.Create(ctx, layout.Errors()); err != nil {
+		m.abort()
+		return nil, fmt.Errorf("create errors: %w", err)
+	}
+	m.outBuf, m.errsBuf = newCountingWriter(m.out), newCountingWriter(m.errs)
+	return m, m.advancePlanErr()
+}
+
+// chunk writes one chunk's requests in input order, with the plan errors that fall
+// before each of them.
+func (m *merger) chunk(chunk run.ChunkPlan, missing func(batchfile.Request) batchfile.OutputLine) error {
+	answers, _, err := run.LoadAnswers(m.ctx, m.store, m.layout, chunk.Index)
+	if err != nil {
+		return err
+	}
+	src, err := m.store.Open(m.ctx, m.layout.Chunk(chunk.Index))
+	if err != nil {
+		return fmt.Errorf("open chunk %d: %w", chunk.Index, err)
+	}
+	defer src.Close()
+	sc := bufio.NewScanner(src)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
+	for sc.Scan() {
+		var req batchfile.Request
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			return fmt.Errorf("chunk %d: %w", chunk.Index, err)
+		}
+		if err := m.planErrorsBefore(req.Line); err != nil {
+			return err
+		}
+		a, ok := answers[req.CustomID]
+		switch {
+		case !ok:
+			err = m.writeError(missing(req))
+		case a.Error != nil:
+			status := 400
+			if a.Error.Code == batchfile.CodeEngineError {
+				status = 500
+			}
+			err = m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
+		default:
+			err = m.writeAnswer(req, a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read chunk %d: %w", chunk.Index, err)
+	}
+	return nil
+}
+
+func (m *merger) writeAnswer(req batchfile.Request, a run.Answer) error {
+	id := m.layout.LineID(req.Line)
+	line := batchfile.Success(id, req.CustomID, id, batchfile.Answer{
+		Kind: req.Kind, Model: m.model, Created: a.Created, Text: a.Text, FinishReason: a.FinishReason,
+		Usage: batchfile.Usage{PromptTokens: a.PromptTokens, CompletionTokens: a.CompletionTokens,
+			TotalTokens: a.PromptTokens + a.CompletionTokens, CachedTokens: a.CachedTokens},
+	})
+	m.res.Answered++
+	m.res.PromptTokens += int64(a.PromptTokens)
+	m.res.CompletionTokens += int64(a.CompletionTokens)
+	return writeJSONLine(m.outBuf, line)
+}
+
+func (m *merger) writeError(line batchfile.OutputLine) error {
+	m.res.Errors++
+	if line.Error != nil {
+		m.res.ErrorsByCode[line.Error.Code]++
+	}
+	return writeJSONLine(m.errsBuf, line)
+}
+
+// planErrorsBefore writes the plan errors of lines before line (all of them when line is -1).
+func (m *merger) planErrorsBefore(line int) error {
+	for m.nextPlanErr != nil && (line < 0 || m.nextPlanErr.Error.Line < line) {
+		if err := m.writeError(*m.nextPlanErr); err != nil {
+			return err
+		}
+		if err := m.advancePlanErr(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *merger) advancePlanErr() error {
+	m.nextPlanErr = nil
+	if !m.planErrs.Scan() {
+		if err := m.planErrs.Err(); err != nil {
+			return fmt.Errorf("read plan errors: %w", err)
+		}
+		return nil
+	}
+	var line batchfile.OutputLine
+	if err := json.Unmarshal(m.planErrs.Bytes(), &line); err != nil {
+		return fmt.Errorf("plan errors: %w", err)
+	}
+	if line.Error == nil {
+		return errors.New("plan errors: a line without an error")
+	}
+	m.nextPlanErr = &line
+	return nil
+}
+
+func (m *merger) finish() (MergeResult, error) {
+	if err := m.planErrorsBefore(-1); err != nil {
+		return MergeResult{}, err
+	}
+	for _, w := range []struct {
+		name string
+		buf  *countingWriter
+		obj  *blob.Writer
+	}{{"output", m.outBuf, &m.out}, {"errors", m.errsBuf, &m.errs}} {
+		if err := w.buf.Flush(); err != nil {
+			return MergeResult{}, fmt.Errorf("write %s: %w", w.name, err)
+		}
+		err := (*w.obj).Close()
+		*w.obj = nil
+		if err != nil {
+			return MergeResult{}, fmt.Errorf("close %s: %w", w.name, err)
+		}
+	}
+	m.res.OutputBytes, m.res.ErrorsBytes = m.outBuf.n, m.errsBuf.n
+	_ = m.planErrsSrc.Close()
+	return m.res, nil
+}
+
+func (m *merger) abort() {
+	if m.planErrsSrc != nil {
+		_ = m.planErrsSrc.Close()
+	}
+	for _, w := range []blob.Writer{m.out, m.errs} {
+		if w != nil {
+			_ = w.Abort()
+		}
+	}
+}
+
+// countingWriter buffers writes to an object and counts the bytes.
+type countingWriter struct {
+	*bufio.Writer
+	n int64
+}
+
+func newCountingWriter(w io.Writer) *countingWriter {
+	return &countingWriter{Writer: bufio.NewWriterSize(w, 256<<10)}
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode line: %w", err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("write line: %w", err)
+	}
+	return nil
+}

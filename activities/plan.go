@@ -1,0 +1,214 @@
+package activities
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.uber.org/zap"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/run"
+)
+
+// Control holds the activities of the control worker. They move bytes between object
+// storage and the run's folder and never touch a GPU.
+type Control struct {
+	Store  blob.Store
+	Logger *zap.Logger
+}
+
+// heartbeatEvery is how often a long storage activity says it is alive.
+const heartbeatEvery = 5 * time.Second
+
+// Plan streams the input once: every valid line goes to the current chunk object,
+// every bad line to plan-errors.jsonl with its code and line number, and the plan
+// is written as manifest.json. Memory stays bounded by one line and the set of
+// custom_ids, whatever the input's size.
+func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
+	info, err := c.Store.Stat(ctx, in.Input)
+	if errors.Is(err, blob.ErrNotFound) {
+		return PlanResult{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("input %s does not exist", in.Input), ErrTypeConfig, err)
+	}
+	if err != nil {
+		return PlanResult{}, fmt.Errorf("stat input: %w", err)
+	}
+	src, err := c.Store.Open(ctx, in.Input)
+	if err != nil {
+		return PlanResult{}, fmt.Errorf("open input: %w", err)
+	}
+	defer src.Close()
+
+	p := planner{ctx: ctx, store: c.Store, layout: in.Run, chunkSize: in.ChunkSize}
+	defer p.abort()
+	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
+		return PlanResult{}, fmt.Errorf("create plan errors: %w", err)
+	}
+	p.errsBuf = bufio.NewWriterSize(p.errs, 64<<10)
+
+	reader := batchfile.NewReader(src, batchfile.Options{MaxLineBytes: in.MaxLineBytes, Model: in.Model, Defaults: in.Sampling})
+	res := PlanResult{Manifest: in.Run.Manifest(), InputBytes: info.Size}
+	lastBeat := time.Now()
+	for {
+		req, bad, err := reader.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return PlanResult{}, fmt.Errorf("read %s: %w", in.Input, err)
+		}
+		res.Lines++
+		if bad != nil {
+			res.Invalid++
+			if err := p.reject(in.Run, bad); err != nil {
+				return PlanResult{}, err
+			}
+		} else {
+			res.Valid++
+			if err := p.add(req); err != nil {
+				return PlanResult{}, err
+			}
+		}
+		if time.Since(lastBeat) > heartbeatEvery {
+			activity.RecordHeartbeat(ctx, res.Lines)
+			lastBeat = time.Now()
+		}
+	}
+	if err := p.finish(); err != nil {
+		return PlanResult{}, err
+	}
+	res.Chunks = p.chunks
+
+	manifest := run.Manifest{
+		Input: in.Input, InputETag: info.ETag, InputBytes: info.Size, Model: in.Model,
+		ConfigHash: configHash(in), Lines: res.Lines, Valid: res.Valid, Invalid: res.Invalid,
+		Chunks: p.chunks, PlannedAt: time.Now().UTC(),
+	}
+	if err := blob.WriteJSON(ctx, c.Store, in.Run.Manifest(), manifest); err != nil {
+		return PlanResult{}, fmt.Errorf("write manifest: %w", err)
+	}
+	activity.GetLogger(ctx).Info("planned", "input", in.Input, "lines", res.Lines, "valid", res.Valid,
+		"invalid", res.Invalid, "chunks", len(p.chunks))
+	return res, nil
+}
+
+// planner writes chunk objects one after another.
+type planner struct {
+	ctx       context.Context
+	store     blob.Store
+	layout    run.Layout
+	chunkSize int
+
+	chunks  []run.ChunkPlan
+	cur     *run.ChunkPlan
+	w       blob.Writer
+	buf     *bufio.Writer
+	enc     *json.Encoder
+	errs    blob.Writer
+	errsBuf *bufio.Writer
+}
+
+func (p *planner) add(req batchfile.Request) error {
+	if p.cur == nil {
+		idx := len(p.chunks)
+		w, err := p.store.Create(p.ctx, p.layout.Chunk(idx))
+		if err != nil {
+			return fmt.Errorf("create chunk %d: %w", idx, err)
+		}
+		p.w, p.buf = w, bufio.NewWriterSize(w, 64<<10)
+		p.enc = json.NewEncoder(p.buf)
+		p.cur = &run.ChunkPlan{Index: idx, FirstLine: req.Line}
+	}
+	if err := p.enc.Encode(req); err != nil {
+		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
+	}
+	p.cur.Requests++
+	p.cur.LastLine = req.Line
+	p.cur.EstimatedTokens += estimateTokens(req)
+	if p.cur.Requests >= p.chunkSize {
+		return p.closeChunk()
+	}
+	return nil
+}
+
+func (p *planner) closeChunk() error {
+	if p.cur == nil {
+		return nil
+	}
+	if err := p.buf.Flush(); err != nil {
+		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
+	}
+	if err := p.w.Close(); err != nil {
+		return fmt.Errorf("close chunk %d: %w", p.cur.Index, err)
+	}
+	p.chunks = append(p.chunks, *p.cur)
+	p.cur, p.w = nil, nil
+	return nil
+}
+
+func (p *planner) reject(layout run.Layout, bad *batchfile.LineError) error {
+	line := batchfile.Failure(layout.LineID(bad.Line), bad.CustomID, bad.Line, 400, bad.Code, bad.Message)
+	b, err := json.Marshal(line)
+	if err != nil {
+		return fmt.Errorf("encode error of line %d: %w", bad.Line, err)
+	}
+	if _, err := p.errsBuf.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("write plan errors: %w", err)
+	}
+	return nil
+}
+
+func (p *planner) finish() error {
+	if err := p.closeChunk(); err != nil {
+		return err
+	}
+	if err := p.errsBuf.Flush(); err != nil {
+		return fmt.Errorf("write plan errors: %w", err)
+	}
+	err := p.errs.Close()
+	p.errs = nil
+	if err != nil {
+		return fmt.Errorf("close plan errors: %w", err)
+	}
+	return nil
+}
+
+// abort drops the objects still open after a failure.
+func (p *planner) abort() {
+	if p.w != nil {
+		_ = p.w.Abort()
+	}
+	if p.errs != nil {
+		_ = p.errs.Abort()
+	}
+}
+
+// estimateTokens guesses a request's cost before it runs: its prompt at four bytes a
+// token plus the completion it may ask for.
+func estimateTokens(req batchfile.Request) int64 {
+	n := int64(len(req.Messages)+len(req.Prompt)) / 4
+	if req.Sampling.MaxTokens != nil {
+		n += int64(*req.Sampling.MaxTokens)
+	}
+	return n
+}
+
+// configHash names what the answers depend on besides the request lines.
+func configHash(in PlanInput) string {
+	b, _ := json.Marshal(struct {
+		Model    string             `json:"model"`
+		Sampling batchfile.Sampling `json:"sampling"`
+	}{in.Model, in.Sampling})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,129 @@
+// Package activities holds vbatch's Temporal activities: Plan, Merge and Report on the
+// control worker, which only move bytes between object storage and the run's folder,
+// and GenerateChunk on the GPU workers, which feeds a chunk to a warm engine.
+package activities
+
+import (
+	"time"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/run"
+)
+
+// Error types that the workflow's retry policies and callers match on.
+const (
+	// ErrTypeConfig marks errors no retry can mend: a missing input, an unreadable
+	// manifest, a model the worker does not serve.
+	ErrTypeConfig = "ConfigError"
+	// ErrTypeEngineDied marks a chunk attempt whose engine process died; the next
+	// attempt resumes from the checkpoint on a restarted engine.
+	ErrTypeEngineDied = "EngineDied"
+)
+
+// PlanInput asks Plan to split an input file into the run's chunks.
+type PlanInput struct {
+	Run          run.Layout         `json:"run"`
+	Input        string             `json:"input"`
+	Model        string             `json:"model"`
+	Sampling     batchfile.Sampling `json:"sampling"`
+	ChunkSize    int                `json:"chunk_size"`
+	MaxLineBytes int                `json:"max_line_bytes"`
+}
+
+// PlanResult is the plan, as counts and the chunk list; the manifest in S3 holds the same.
+type PlanResult struct {
+	Manifest   string          `json:"manifest"`
+	InputBytes int64           `json:"input_bytes"`
+	Lines      int             `json:"lines"`
+	Valid      int             `json:"valid"`
+	Invalid    int             `json:"invalid"`
+	Chunks     []run.ChunkPlan `json:"chunks"`
+}
+
+// PlanSummary is a PlanResult without its chunk list.
+type PlanSummary struct {
+	Manifest   string `json:"manifest"`
+	InputBytes int64  `json:"input_bytes"`
+	Lines      int    `json:"lines"`
+	Valid      int    `json:"valid"`
+	Invalid    int    `json:"invalid"`
+	Chunks     int    `json:"chunks"`
+}
+
+// Summary drops the chunk list, which later steps read from the manifest.
+func (p PlanResult) Summary() PlanSummary {
+	return PlanSummary{Manifest: p.Manifest, InputBytes: p.InputBytes, Lines: p.Lines, Valid: p.Valid, Invalid: p.Invalid, Chunks: len(p.Chunks)}
+}
+
+// GenerateInput asks a GPU worker to answer one chunk.
+type GenerateInput struct {
+	Run               run.Layout    `json:"run"`
+	Chunk             run.ChunkPlan `json:"chunk"`
+	Model             string        `json:"model"`
+	CheckpointEvery   int           `json:"checkpoint_every"`
+	CheckpointSeconds int           `json:"checkpoint_seconds"`
+}
+
+// GenerateResult is what one chunk's successful attempt did.
+type GenerateResult struct {
+	Chunk            int     `json:"chunk"`
+	Attempt          int     `json:"attempt"`
+	Answered         int     `json:"answered"` // answers, this attempt's and resumed ones
+	Failed           int     `json:"failed"`   // per-request errors
+	Resumed          int     `json:"resumed"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	Seconds          float64 `json:"seconds"`
+	Worker           string  `json:"worker"`
+	Backend          string  `json:"backend"`
+	Simulated        bool    `json:"simulated"`
+}
+
+// GenerateProgress is a GenerateChunk heartbeat: a hint for the next attempt; the
+// checkpoint parts in S3 are the truth.
+type GenerateProgress struct {
+	Done   int   `json:"done"`
+	Tokens int64 `json:"tokens"`
+	Parts  int   `json:"parts"`
+}
+
+// ChunkFailure is a chunk that failed every attempt, and why.
+type ChunkFailure struct {
+	Index  int    `json:"index"`
+	Reason string `json:"reason"`
+}
+
+// MergeInput asks Merge to write output.jsonl and errors.jsonl for a run.
+type MergeInput struct {
+	Run       run.Layout     `json:"run"`
+	Failed    []ChunkFailure `json:"failed,omitempty"`
+	Cancelled []int          `json:"cancelled,omitempty"`
+}
+
+// MergeResult counts what Merge wrote.
+type MergeResult struct {
+	Output           string         `json:"output"`
+	ErrorsURI        string         `json:"errors_uri"`
+	Answered         int            `json:"answered"`
+	Errors           int            `json:"errors"`
+	ErrorsByCode     map[string]int `json:"errors_by_code,omitempty"`
+	PromptTokens     int64          `json:"prompt_tokens"`
+	CompletionTokens int64          `json:"completion_tokens"`
+	OutputBytes      int64          `json:"output_bytes"`
+	ErrorsBytes      int64          `json:"errors_bytes"`
+}
+
+// ReportInput is everything the workflow knows that the run's folder does not.
+type ReportInput struct {
+	Run               run.Layout        `json:"run"`
+	Input             string            `json:"input"`
+	Model             string            `json:"model"`
+	Status            string            `json:"status"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Plan              PlanSummary       `json:"plan"`
+	Merge             MergeResult       `json:"merge"`
+	FailedChunks      []ChunkFailure    `json:"failed_chunks,omitempty"`
+	Started           time.Time         `json:"started"`
+	GenerationStarted time.Time         `json:"generation_started"`
+	MergeStarted      time.Time         `json:"merge_started"`
+}

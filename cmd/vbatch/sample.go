@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/internal/synth"
+)
+
+func (a *app) sampleCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "sample", Short: "Write synthetic workloads"}
+	var o synth.Options
+	var out string
+	candidates := &cobra.Command{
+		Use:   "candidates --n N --out URI",
+		Short: "Write N candidate-scoring requests (OpenAI Batch format), like the seed benchmark's workload",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w, err := store.Create(cmd.Context(), out)
+			if err != nil {
+				return err
+			}
+			buf := bufio.NewWriterSize(w, 1<<20)
+			if err := synth.WriteCandidates(buf, o); err != nil {
+				_ = w.Abort()
+				return err
+			}
+			if err := buf.Flush(); err != nil {
+				_ = w.Abort()
+				return err
+			}
+			if err := w.Close(); err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d requests to %s\n", o.N, out)
+			return nil
+		},
+	}
+	candidates.Flags().IntVar(&o.N, "n", 1000, "number of requests")
+	candidates.Flags().Int64Var(&o.Seed, "seed", 1, "seed: the same seed writes the same bytes")
+	candidates.Flags().StringVar(&o.Model, "model", "", "body.model of every line (default: none, the run's model applies)")
+	candidates.Flags().IntVar(&o.MaxTokens, "max-tokens", 2000, "max_tokens of every line")
+	candidates.Flags().StringVar(&out, "out", "", "where to write: s3://bucket/key or file:///path (required)")
+	_ = candidates.MarkFlagRequired("out")
+	cmd.AddCommand(candidates)
+	return cmd
+}
+
+func (a *app) gpusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "gpus",
+		Short: "List this host's GPUs as NVML sees them",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			devs, err := gpu.Discover()
+			if err != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "no GPUs:", err)
+				return nil
+			}
+			gpu.WriteTable(cmd.OutOrStdout(), devs)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.uber.org/zap"
+
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/workers"
+	"github.com/vbatch/vbatch/workflows"
+)
+
+// Worker roles.
+const (
+	roleAll     = "all"
+	roleControl = "control"
+	roleGPU     = "gpu"
+)
+
+// workerFlags are the flags that configure a GPU worker, shared by worker, dev and demo.
+type workerFlags struct {
+	gpu           workers.GPUConfig
+	prefixCaching bool
+}
+
+func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
+	g := &f.gpu
+	fs.StringVar(&g.Model, "model", workflows.DefaultModel, "model the GPU worker loads and serves")
+	fs.StringVar(&g.Engine, "engine", defaultEngine, "engine: vllm, transformers, sim (simulated, no GPU) or openai")
+	fs.IntVar(&g.Slots, "gpus", 2, "number of simulated GPUs (sim) or client slots (openai); real engines use every GPU NVML finds")
+	fs.IntVar(&g.ChunksPerEngine, "chunks-per-engine", 2, "chunks each engine works on at once, so it never drains between chunks")
+	fs.StringVar(&g.Python, "python", "python3", "Python interpreter of the engine process")
+	fs.DurationVar(&g.StopTimeout, "stop-timeout", 30*time.Second, "how long a stopping worker lets running chunks checkpoint")
+	fs.Float64Var(&g.Settings.GPUMemoryUtilization, "gpu-memory-utilization", 0.90, "share of GPU memory the engine may use")
+	fs.IntVar(&g.Settings.MaxModelLen, "max-model-len", 4096, "context window of the engine")
+	fs.BoolVar(&f.prefixCaching, "enable-prefix-caching", true, "reuse the KV cache of shared prompt prefixes")
+	fs.IntVar(&g.Settings.TensorParallelSize, "tensor-parallel-size", 1, "GPUs per engine")
+	fs.StringVar(&g.Settings.KVCacheDtype, "kv-cache-dtype", "auto", "KV cache data type (auto, fp8)")
+	fs.StringVar(&g.Settings.LoadFormat, "load-format", "auto", "weights: auto, or dummy for random weights")
+	fs.Float64Var(&g.Sim.TokensPerSecond, "sim-tokens-per-second", 2500, "sim: tokens/s of each simulated GPU at a full batch")
+	fs.IntVar(&g.Sim.BatchSize, "sim-batch-size", 64, "sim: requests each simulated GPU batches at once")
+	fs.StringVar(&g.OpenAI.BaseURL, "openai-url", "", "openai: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+	fs.StringVar(&g.OpenAI.APIKey, "openai-api-key", os.Getenv("OPENAI_API_KEY"), "openai: bearer token (default $OPENAI_API_KEY)")
+	fs.IntVar(&g.OpenAI.Concurrency, "openai-concurrency", 64, "openai: requests in flight per slot")
+}
+
+func (f *workerFlags) config() workers.GPUConfig {
+	g := f.gpu
+	g.Settings.EnablePrefixCaching = &f.prefixCaching
+	return g
+}
+
+func (a *app) workerCmd() *cobra.Command {
+	var (
+		role  string
+		flags workerFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a control worker, a GPU worker, or both",
+		Long: `Runs vbatch's Temporal workers until interrupted.
+
+The control worker (queue "vbatch") runs the BatchInference workflow and the storage
+activities; it needs no GPU. The GPU worker finds its GPUs with NVML, loads one warm
+engine per GPU before it polls, and serves the model's GPU task queue.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if role != roleAll && role != roleControl && role != roleGPU {
+				return fmt.Errorf("--role %q: use all, control or gpu", role)
+			}
+			c, err := a.dial(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			store, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			running, err := a.startWorkers(cmd.Context(), c, store, role, flags.config())
+			if err != nil {
+				return err
+			}
+			defer running.stop()
+			<-cmd.Context().Done()
+			a.log.Info("stopping workers")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&role, "role", roleAll, "which worker: all, control or gpu")
+	flags.register(cmd.Flags(), workers.EngineVLLM)
+	return cmd
+}
+
+// runningWorkers are started workers, stopped together.
+type runningWorkers struct {
+	control worker.Worker
+	gpu     *workers.GPUWorker
+}
+
+func (r *runningWorkers) stop() {
+	if r.gpu != nil {
+		r.gpu.Stop()
+	}
+	if r.control != nil {
+		r.control.Stop()
+	}
+}
+
+func (a *app) startWorkers(ctx context.Context, c client.Client, store blob.Store, role string, gpuCfg workers.GPUConfig) (*runningWorkers, error) {
+	r := &runningWorkers{}
+	if role == roleAll || role == roleGPU {
+		g, err := workers.StartGPU(ctx, c, store, gpuCfg, a.log.Named("gpu"))
+		if err != nil {
+			return nil, err
+		}
+		if err := g.Start(); err != nil {
+			g.Stop()
+			return nil, fmt.Errorf("start GPU worker: %w", err)
+		}
+		r.gpu = g
+	}
+	if role == roleAll || role == roleControl {
+		r.control = workers.NewControl(c, store, a.log.Named("control"))
+		if err := r.control.Start(); err != nil {
+			r.stop()
+			return nil, fmt.Errorf("start control worker: %w", err)
+		}
+		a.log.Info("control worker polling", zap.String("queue", workflows.ControlTaskQueue))
+	}
+	return r, nil
+}
+
+// autoEngine picks vLLM where this host has GPUs and vLLM, else the simulator; dev
+// and demo use it so they run anywhere.
+func autoEngine(ctx context.Context, python string, log *zap.Logger) string {
+	if why := workers.VLLMUnavailable(ctx, python); why != "" {
+		log.Warn("using the SIMULATED engine (sim): "+why, zap.String("engine", workers.EngineSim))
+		return workers.EngineSim
+	}
+	return workers.EngineVLLM
+}

@@ -1,0 +1,455 @@
+package batchfile
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// DefaultMaxLineBytes is the line size limit when Options leaves it 0.
+const DefaultMaxLineBytes = 1 << 20
+
+// The two endpoints a line may address.
+const (
+	URLChatCompletions = "/v1/chat/completions"
+	URLCompletions     = "/v1/completions"
+)
+
+// Options configure a Reader.
+type Options struct {
+	// MaxLineBytes is the longest line accepted, not counting its line ending;
+	// DefaultMaxLineBytes when 0.
+	MaxLineBytes int
+	// Model is the run's model. A line whose body.model is set and differs is
+	// CodeModelMismatch; "" accepts any model.
+	Model string
+	// Defaults are the run-level sampling defaults; they fill only the fields a
+	// line leaves out.
+	Defaults Sampling
+}
+
+// LineError is one bad input line: it becomes a record of errors.jsonl and never
+// stops the other lines.
+type LineError struct {
+	Line     int    `json:"line"`                // 1-based line number in the input
+	CustomID string `json:"custom_id,omitempty"` // when it could be read from the line
+	Code     string `json:"code"`                // one of the Code constants
+	Message  string `json:"message"`             // starts with "line N: "
+}
+
+func (e *LineError) Error() string { return e.Message }
+
+// Reader reads an input file line by line and validates each line into a Request.
+// Memory stays bounded by MaxLineBytes however long a line is: the part of a line
+// past the limit is read and thrown away, never buffered.
+//
+// A custom_id is claimed by the first line it can be read from, valid or not, so a
+// later line with the same id is CodeDuplicateCustomID even when the first line was
+// itself rejected: every custom_id then appears on exactly one line that the run
+// answers for, and a user who fixes the file sees both lines named.
+type Reader struct {
+	br    *bufio.Reader
+	opts  Options
+	keep  int            // bytes of a line kept: the limit plus a CRLF
+	buf   []byte         // the current line, at most keep bytes
+	line  int            // lines read so far, blank ones included
+	seen  map[string]int // custom_id → the line that claimed it
+	eof   bool           // the input ended; the next Next returns io.EOF
+	err   error          // sticky: io.EOF or a read failure
+	start bool           // the byte order mark check is done
+}
+
+// NewReader returns a Reader of r.
+func NewReader(r io.Reader, opts Options) *Reader {
+	if opts.MaxLineBytes <= 0 {
+		opts.MaxLineBytes = DefaultMaxLineBytes
+	}
+	return &Reader{
+		br:   bufio.NewReaderSize(r, 64<<10),
+		opts: opts,
+		keep: opts.MaxLineBytes + 2,
+		seen: make(map[string]int),
+	}
+}
+
+// Lines is the number of lines read so far, blank ones included.
+func (r *Reader) Lines() int { return r.line }
+
+// Next returns the next non-blank line: a valid Request (req, nil, nil) or a bad
+// line (Request{}, *LineError, nil). It returns io.EOF at the end of the input and
+// other errors only when reading the input fails; both repeat on later calls.
+func (r *Reader) Next() (Request, *LineError, error) {
+	for {
+		if r.err != nil {
+			return Request{}, nil, r.err
+		}
+		if !r.start {
+			r.start = true
+			if err := r.skipBOM(); err != nil {
+				r.err = fmt.Errorf("read line 1: %w", err)
+				continue
+			}
+		}
+		size, blank, err := r.readLine()
+		if err != nil {
+			if err != io.EOF {
+				err = fmt.Errorf("read line %d: %w", r.line+1, err)
+			}
+			r.err = err
+			continue
+		}
+		r.line++
+		if blank {
+			continue
+		}
+		req, bad := r.parseLine(size)
+		if bad != nil {
+			return Request{}, bad, nil
+		}
+		return req, nil, nil
+	}
+}
+
+// skipBOM drops a UTF-8 byte order mark at the start of the input: editors on
+// Windows write one, and it would make the first line invalid JSON.
+func (r *Reader) skipBOM() error {
+	b, err := r.br.Peek(3)
+	if bytes.Equal(b, []byte("\xef\xbb\xbf")) {
+		_, err = r.br.Discard(3)
+		return err
+	}
+	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return err
+	}
+	return nil
+}
+
+// readLine reads one line into r.buf, keeping at most r.keep bytes of it, and
+// returns the line's length without its ending (\n or \r\n) and whether it holds
+// only JSON whitespace. It returns io.EOF when no line is left.
+func (r *Reader) readLine() (size int64, blank bool, err error) {
+	if r.eof {
+		return 0, false, io.EOF
+	}
+	r.buf = r.buf[:0]
+	blank = true
+	var n int64
+	var last2 [2]byte // the last two bytes of the line, for its ending
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		n += int64(len(chunk))
+		if blank && !onlySpace(chunk) {
+			blank = false
+		}
+		if room := r.keep - len(r.buf); room > 0 {
+			r.buf = append(r.buf, chunk[:min(room, len(chunk))]...)
+		}
+		switch len(chunk) {
+		case 0:
+		case 1:
+			last2[0], last2[1] = last2[1], chunk[0]
+		default:
+			last2[0], last2[1] = chunk[len(chunk)-2], chunk[len(chunk)-1]
+		}
+		switch {
+		case err == nil:
+			size = n - 1
+			if last2[0] == '\r' && n >= 2 {
+				size--
+			}
+			return size, blank, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF:
+			r.eof = true
+			if n == 0 {
+				return 0, false, io.EOF
+			}
+			// The last line has no line ending; a lone trailing \r is one.
+			size = n
+			if last2[1] == '\r' {
+				size--
+			}
+			return size, blank, nil
+		default:
+			return 0, false, err
+		}
+	}
+}
+
+// onlySpace reports whether b holds only JSON whitespace.
+func onlySpace(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLine validates the line in r.buf, of the given size. Checks run in a fixed
+// order and the first failure names the line: size, UTF-8, JSON, object,
+// custom_id, duplicate, then the request's form and fields.
+func (r *Reader) parseLine(size int64) (Request, *LineError) {
+	n := r.line
+	if size > int64(r.opts.MaxLineBytes) {
+		id := r.claimScanned(r.buf[:r.opts.MaxLineBytes], false)
+		return Request{}, r.bad(id, CodeLineTooLong, "line is %d bytes, over the limit of %d", size, r.opts.MaxLineBytes)
+	}
+	line := r.buf[:size]
+	if !utf8.Valid(line) {
+		id := r.claimScanned(line, true)
+		off := invalidUTF8Offset(line)
+		return Request{}, r.bad(id, CodeInvalidUTF8, "not valid UTF-8 (byte %d)", off+1)
+	}
+	if !json.Valid(line) {
+		id := r.claimScanned(line, false)
+		return Request{}, r.bad(id, CodeInvalidJSON, "not valid JSON: %s", jsonErrorText(json.Unmarshal(line, new(json.RawMessage))))
+	}
+	top, err := splitObject(line)
+	if err != nil {
+		return Request{}, r.bad("", CodeNotObject, "JSON %s, not an object", kindOf(line))
+	}
+
+	rawID, ok := top["custom_id"]
+	if !ok {
+		return Request{}, r.bad("", CodeMissingCustomID, "custom_id is missing")
+	}
+	var id string
+	if err := json.Unmarshal(rawID, &id); err != nil || id == "" {
+		return Request{}, r.bad("", CodeMissingCustomID, "custom_id must be a non-empty string, got %s", shortJSON(rawID))
+	}
+	if first, dup := r.seen[id]; dup {
+		return Request{}, r.bad(id, CodeDuplicateCustomID, "custom_id %s already used on line %d", shortQuote(id), first)
+	}
+	r.seen[id] = n
+
+	req, p := parseForm(top, r.opts)
+	if p != nil {
+		return Request{}, r.bad(id, p.code, "%s", p.msg)
+	}
+	req.CustomID = id
+	req.Line = n
+	return req, nil
+}
+
+// bad builds the LineError of the current line.
+func (r *Reader) bad(id, code, format string, args ...any) *LineError {
+	return &LineError{
+		Line:     r.line,
+		CustomID: id,
+		Code:     code,
+		Message:  fmt.Sprintf("line %d: ", r.line) + fmt.Sprintf(format, args...),
+	}
+}
+
+// claimScanned reads the custom_id of a line that cannot be parsed whole (too
+// long, not UTF-8, broken JSON) and claims it when it is the first to use it. It
+// returns "" when no id could be read.
+func (r *Reader) claimScanned(b []byte, distrustReplacement bool) string {
+	id, ok := scanCustomID(b)
+	if !ok {
+		return ""
+	}
+	// The JSON decoder turns invalid UTF-8 into U+FFFD: such an id is not what
+	// the line says, so it is better left unread.
+	if distrustReplacement && strings.ContainsRune(id, utf8.RuneError) {
+		return ""
+	}
+	if _, dup := r.seen[id]; !dup {
+		r.seen[id] = r.line
+	}
+	return id
+}
+
+// scanCustomID walks the top-level keys of the JSON object at the start of b, as
+// far as it is well formed, and returns the value of custom_id if it comes before
+// the damage.
+func scanCustomID(b []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return "", false // the closing brace: no custom_id
+		}
+		if key == "custom_id" {
+			tok, err := dec.Token()
+			id, ok := tok.(string)
+			if err != nil || !ok || id == "" {
+				return "", false
+			}
+			return id, true
+		}
+		if err := skipValue(dec); err != nil {
+			return "", false
+		}
+	}
+}
+
+// skipValue reads past one JSON value, token by token.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+// invalidUTF8Offset is the 0-based offset of the first byte that is not UTF-8.
+func invalidUTF8Offset(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
+// jsonErrorText says what is wrong with a line that is not JSON, with the byte
+// where the parser gave up.
+func jsonErrorText(err error) string {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Sprintf("%s (byte %d)", syn.Error(), syn.Offset)
+	}
+	return err.Error()
+}
+
+// problem is a failed check of a line, before it has a line number.
+type problem struct{ code, msg string }
+
+func invalid(format string, args ...any) *problem {
+	return &problem{CodeInvalidRequest, fmt.Sprintf(format, args...)}
+}
+
+// parseForm tells the OpenAI Batch form ({custom_id, method, url, body}) from the
+// short forms ({custom_id, messages|prompt, sampling fields}) and validates either.
+func parseForm(top map[string]json.RawMessage, opts Options) (Request, *problem) {
+	_, hasBody := top["body"]
+	_, hasURL := top["url"]
+	_, hasMethod := top["method"]
+	if !hasBody && !hasURL && !hasMethod {
+		body := make(map[string]json.RawMessage, len(top))
+		for k, v := range top {
+			if k != "custom_id" {
+				body[k] = v
+			}
+		}
+		return parseBody(body, "", "", opts)
+	}
+
+	if p := unsupported(top, "", batchKeys); p != nil {
+		return Request{}, p
+	}
+	if raw, ok := given(top, "method"); ok {
+		var m string
+		if err := json.Unmarshal(raw, &m); err != nil || m != "POST" {
+			return Request{}, &problem{CodeInvalidMethod, fmt.Sprintf("method must be \"POST\", got %s", shortJSON(raw))}
+		}
+	}
+	var kind Kind // "" when url is left out: the body tells
+	if raw, ok := given(top, "url"); ok {
+		var u string
+		_ = json.Unmarshal(raw, &u)
+		switch u {
+		case URLChatCompletions:
+			kind = KindChat
+		case URLCompletions:
+			kind = KindCompletion
+		default:
+			return Request{}, &problem{CodeUnknownURL, fmt.Sprintf("url %s is not supported; use %q or %q",
+				shortJSON(raw), URLChatCompletions, URLCompletions)}
+		}
+	}
+	raw, ok := given(top, "body")
+	if !ok {
+		return Request{}, &problem{CodeEmptyPrompt, "body is missing, so there is no prompt"}
+	}
+	body, err := splitObject(raw)
+	if err != nil {
+		return Request{}, invalid("body must be an object, got %s", shortJSON(raw))
+	}
+	return parseBody(body, kind, "body.", opts)
+}
+
+// batchKeys are the top-level keys of the OpenAI Batch form.
+var batchKeys = map[string]bool{"custom_id": true, "method": true, "url": true, "body": true}
+
+// given returns the value of key unless it is absent or null: as in OpenAI's API,
+// a null field means "not given".
+func given(m map[string]json.RawMessage, key string) (json.RawMessage, bool) {
+	raw, ok := m[key]
+	if !ok || string(raw) == "null" {
+		return nil, false
+	}
+	return raw, true
+}
+
+// unsupported names the keys of m outside allowed, sorted so the message is the
+// same on every run.
+func unsupported(m map[string]json.RawMessage, where string, allowed map[string]bool) *problem {
+	var extra []string
+	for k := range m {
+		if !allowed[k] {
+			extra = append(extra, strconv.Quote(where+k))
+		}
+	}
+	if len(extra) == 0 {
+		return nil
+	}
+	sort.Strings(extra)
+	if len(extra) == 1 {
+		return invalid("unsupported field %s", extra[0])
+	}
+	return invalid("unsupported fields %s", strings.Join(extra, ", "))
+}
+
+// shortJSON quotes a raw JSON value for a message, cut to a readable length.
+func shortJSON(raw json.RawMessage) string {
+	return cut(string(raw), 40)
+}
+
+// shortQuote quotes a string for a message, cut to a readable length.
+func shortQuote(s string) string {
+	return strconv.Quote(cut(s, 64))
+}
+
+// cut shortens s to at most n runes, marking the cut.
+func cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i := 0
+	for range n {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+	}
+	return s[:i] + "…"
+}

@@ -1,0 +1,180 @@
+// Package report owns a run's benchmark report: the figures measured from the run's
+// folder (plan, merged outputs, every chunk attempt's result and GPU telemetry) and
+// their renderings. The sections follow the seed report that vbatch started from.
+package report
+
+import (
+	"sort"
+	"time"
+
+	"github.com/vbatch/vbatch/internal/engine"
+	"github.com/vbatch/vbatch/internal/run"
+)
+
+// Report is report.json.
+type Report struct {
+	Title     string            `json:"title"`
+	RunID     string            `json:"run_id"`
+	Status    string            `json:"status"`
+	Simulated bool              `json:"simulated"` // the sim engine answered: no figure here is real inference
+	Input     string            `json:"input"`
+	Model     string            `json:"model"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Engines   []EngineSummary   `json:"engines"`
+	Counts    Counts            `json:"counts"`
+	Tokens    Tokens            `json:"tokens"`
+	Timing    Timing            `json:"timing"`
+	Chunks    []ChunkSummary    `json:"chunks"`
+	Files     Files             `json:"files"`
+}
+
+// EngineSummary is one engine that answered chunks of the run.
+type EngineSummary struct {
+	Worker string       `json:"worker"`
+	Slot   int          `json:"slot"`
+	Ready  engine.Ready `json:"ready"`
+	Chunks int          `json:"chunks"`
+}
+
+// Counts are request and chunk counts.
+type Counts struct {
+	Requests     int            `json:"requests"`
+	Valid        int            `json:"valid"`
+	Answered     int            `json:"answered"`
+	Errors       int            `json:"errors"`
+	ErrorsByCode map[string]int `json:"errors_by_code,omitempty"`
+	Chunks       int            `json:"chunks"`
+	FailedChunks int            `json:"failed_chunks"`
+	Attempts     int            `json:"attempts"`
+	Retries      int            `json:"retries"`
+}
+
+// Tokens are token totals and averages per answered request.
+type Tokens struct {
+	Prompt              int64   `json:"prompt"`
+	Completion          int64   `json:"completion"`
+	Total               int64   `json:"total"`
+	AvgPrompt           float64 `json:"avg_prompt"`
+	AvgCompletion       float64 `json:"avg_completion"`
+	TokensPerSecond     float64 `json:"tokens_per_second"` // total tokens / generation seconds
+	RequestsPerSecond   float64 `json:"requests_per_second"`
+	PerEngineTokensPerS float64 `json:"per_engine_tokens_per_second"`
+}
+
+// Timing is where the run's wall time went.
+type Timing struct {
+	Started           time.Time `json:"started"`
+	Finished          time.Time `json:"finished"`
+	PlanSeconds       float64   `json:"plan_seconds"`
+	GenerationSeconds float64   `json:"generation_seconds"`
+	FinishSeconds     float64   `json:"finish_seconds"` // merge and report
+	TotalSeconds      float64   `json:"total_seconds"`
+	ModelLoadSeconds  float64   `json:"model_load_seconds"` // the slowest engine's load, paid once at worker start
+}
+
+// ChunkSummary is one chunk attempt.
+type ChunkSummary struct {
+	Chunk    int     `json:"chunk"`
+	Attempt  int     `json:"attempt"`
+	Worker   string  `json:"worker"`
+	Slot     int     `json:"slot"`
+	Outcome  string  `json:"outcome"`
+	Requests int     `json:"requests"`
+	Answered int     `json:"answered"`
+	Seconds  float64 `json:"seconds"`
+	StartS   float64 `json:"start_s"` // since the run started
+}
+
+// Files are the run's outputs.
+type Files struct {
+	Output      string `json:"output"`
+	Errors      string `json:"errors"`
+	Manifest    string `json:"manifest"`
+	OutputBytes int64  `json:"output_bytes"`
+	ErrorsBytes int64  `json:"errors_bytes"`
+}
+
+// Inputs are the measurements a report is built from.
+type Inputs struct {
+	RunID, Status, Input, Model    string
+	Labels                         map[string]string
+	Lines, Valid, Answered, Errors int
+	ErrorsByCode                   map[string]int
+	FailedChunks, Chunks           int
+	PromptTokens, CompletionTokens int64
+	Started, Generation, Finished  time.Time
+	MergeStarted                   time.Time
+	Attempts                       []run.AttemptResult
+	Output, ErrorsURI, Manifest    string
+	OutputBytes, ErrorsBytes       int64
+}
+
+// Build computes a report from its inputs.
+func Build(in Inputs) Report {
+	r := Report{
+		RunID: in.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: in.Labels,
+		Counts: Counts{Requests: in.Lines, Valid: in.Valid, Answered: in.Answered, Errors: in.Errors,
+			ErrorsByCode: in.ErrorsByCode, Chunks: in.Chunks, FailedChunks: in.FailedChunks, Attempts: len(in.Attempts)},
+		Files: Files{Output: in.Output, Errors: in.ErrorsURI, Manifest: in.Manifest, OutputBytes: in.OutputBytes, ErrorsBytes: in.ErrorsBytes},
+	}
+	engines := map[[2]any]*EngineSummary{}
+	for _, a := range in.Attempts {
+		r.Simulated = r.Simulated || a.Engine.Simulated
+		if a.Attempt > 1 {
+			r.Counts.Retries++
+		}
+		key := [2]any{a.Worker, a.EngineSlot}
+		e, ok := engines[key]
+		if !ok {
+			e = &EngineSummary{Worker: a.Worker, Slot: a.EngineSlot, Ready: a.Engine}
+			engines[key] = e
+		}
+		e.Chunks++
+		if a.Engine.LoadSeconds > r.Timing.ModelLoadSeconds {
+			r.Timing.ModelLoadSeconds = a.Engine.LoadSeconds
+		}
+		r.Chunks = append(r.Chunks, ChunkSummary{Chunk: a.Chunk, Attempt: a.Attempt, Worker: a.Worker, Slot: a.EngineSlot,
+			Outcome: a.Outcome, Requests: a.Requests, Answered: a.Answered,
+			Seconds: a.Finished.Sub(a.Started).Seconds(), StartS: a.Started.Sub(in.Started).Seconds()})
+	}
+	for _, e := range engines {
+		r.Engines = append(r.Engines, *e)
+	}
+	sort.Slice(r.Engines, func(i, j int) bool {
+		if r.Engines[i].Worker != r.Engines[j].Worker {
+			return r.Engines[i].Worker < r.Engines[j].Worker
+		}
+		return r.Engines[i].Slot < r.Engines[j].Slot
+	})
+	sort.Slice(r.Chunks, func(i, j int) bool {
+		if r.Chunks[i].Chunk != r.Chunks[j].Chunk {
+			return r.Chunks[i].Chunk < r.Chunks[j].Chunk
+		}
+		return r.Chunks[i].Attempt < r.Chunks[j].Attempt
+	})
+
+	r.Timing.Started, r.Timing.Finished = in.Started, in.Finished
+	r.Timing.PlanSeconds = in.Generation.Sub(in.Started).Seconds()
+	r.Timing.GenerationSeconds = in.MergeStarted.Sub(in.Generation).Seconds()
+	r.Timing.FinishSeconds = in.Finished.Sub(in.MergeStarted).Seconds()
+	r.Timing.TotalSeconds = in.Finished.Sub(in.Started).Seconds()
+
+	t := &r.Tokens
+	t.Prompt, t.Completion, t.Total = in.PromptTokens, in.CompletionTokens, in.PromptTokens+in.CompletionTokens
+	if in.Answered > 0 {
+		t.AvgPrompt = float64(t.Prompt) / float64(in.Answered)
+		t.AvgCompletion = float64(t.Completion) / float64(in.Answered)
+	}
+	if s := r.Timing.GenerationSeconds; s > 0 {
+		t.TokensPerSecond = float64(t.Total) / s
+		t.RequestsPerSecond = float64(in.Answered) / s
+		if len(r.Engines) > 0 {
+			t.PerEngineTokensPerS = t.TokensPerSecond / float64(len(r.Engines))
+		}
+	}
+	r.Title = "vbatch run " + in.RunID
+	if r.Simulated {
+		r.Title += " (SIMULATED engine: no real inference; throughput figures are simulated)"
+	}
+	return r
+}

@@ -1,0 +1,72 @@
+package run
+
+import (
+	"time"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/engine"
+	"github.com/vbatch/vbatch/internal/gpu"
+)
+
+// Manifest is the plan of a run, written by Plan and read by everything after it.
+type Manifest struct {
+	Input      string      `json:"input"`
+	InputETag  string      `json:"input_etag"`
+	InputBytes int64       `json:"input_bytes"`
+	Model      string      `json:"model"`
+	ConfigHash string      `json:"config_hash"` // what the answers depend on: model, engine settings, sampling defaults
+	Lines      int         `json:"lines"`       // non-blank lines read
+	Valid      int         `json:"valid"`
+	Invalid    int         `json:"invalid"`
+	Chunks     []ChunkPlan `json:"chunks"`
+	PlannedAt  time.Time   `json:"planned_at"`
+}
+
+// ChunkPlan is one chunk of a plan: a contiguous run of valid input lines.
+type ChunkPlan struct {
+	Index     int `json:"index"`
+	Requests  int `json:"requests"`
+	FirstLine int `json:"first_line"`
+	LastLine  int `json:"last_line"`
+	// EstimatedTokens is the prompt estimate plus max_tokens of every request.
+	EstimatedTokens int64 `json:"estimated_tokens"`
+}
+
+// Answer is one checkpointed outcome of one request, a line of a part object. Merge
+// turns it into an output or error envelope; exactly one of Error and the answer
+// fields is meaningful.
+type Answer struct {
+	CustomID         string               `json:"custom_id"`
+	Line             int                  `json:"line"`
+	Kind             batchfile.Kind       `json:"kind"`
+	Created          int64                `json:"created"`
+	Text             string               `json:"text,omitempty"`
+	FinishReason     string               `json:"finish_reason,omitempty"`
+	PromptTokens     int                  `json:"prompt_tokens,omitempty"`
+	CompletionTokens int                  `json:"completion_tokens,omitempty"`
+	CachedTokens     int                  `json:"cached_tokens,omitempty"`
+	Error            *engine.RequestError `json:"error,omitempty"`
+	Attempt          int                  `json:"attempt"`
+}
+
+// AttemptResult is what one GenerateChunk attempt did, written when it ends, for the
+// report: where it ran, how long, what it produced, and the GPUs' telemetry meanwhile.
+type AttemptResult struct {
+	Chunk            int           `json:"chunk"`
+	Attempt          int           `json:"attempt"`
+	Worker           string        `json:"worker"`
+	Engine           engine.Ready  `json:"engine"`
+	EngineSlot       int           `json:"engine_slot"`
+	Started          time.Time     `json:"started"`
+	Finished         time.Time     `json:"finished"`
+	Requests         int           `json:"requests"`
+	Resumed          int           `json:"resumed"` // answered by earlier attempts, skipped
+	Answered         int           `json:"answered"`
+	Failed           int           `json:"failed"`
+	PromptTokens     int64         `json:"prompt_tokens"`
+	CompletionTokens int64         `json:"completion_tokens"`
+	Parts            int           `json:"parts"`
+	Outcome          string        `json:"outcome"` // completed, failed, cancelled
+	Error            string        `json:"error,omitempty"`
+	GPUs             []gpu.Summary `json:"gpus,omitempty"`
+}

@@ -1,0 +1,209 @@
+// Package synth writes the synthetic candidate-scoring workload of
+// `vbatch sample candidates`: OpenAI Batch lines shaped like the seed benchmark's
+// (one shared rubric as the system prompt, a generated résumé per candidate, a
+// JSON-schema response format), deterministic from a seed, so demos, tests and
+// benchmarks run a realistic load without real candidates' data.
+package synth
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+)
+
+// DefaultMaxTokens is the max_tokens of each line when Options leaves it 0, as in
+// the seed's run.
+const DefaultMaxTokens = 2000
+
+// Options shape the workload.
+type Options struct {
+	N         int    // lines to write
+	Seed      int64  // the same seed writes the same bytes
+	Model     string // body.model of every line; left out when ""
+	MaxTokens int    // DefaultMaxTokens when 0
+}
+
+// Sampling of every line, the seed's settings.
+const (
+	temperature = 0.7
+	topP        = 0.9
+)
+
+// batchLine is one OpenAI Batch input line. Field order is the written order.
+type batchLine struct {
+	CustomID string    `json:"custom_id"`
+	Method   string    `json:"method"`
+	URL      string    `json:"url"`
+	Body     batchBody `json:"body"`
+}
+
+type batchBody struct {
+	Model          string          `json:"model,omitempty"`
+	Messages       [2]message      `json:"messages"`
+	MaxTokens      int             `json:"max_tokens"`
+	Temperature    float64         `json:"temperature"`
+	TopP           float64         `json:"top_p"`
+	ResponseFormat json.RawMessage `json:"response_format"`
+}
+
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// WriteCandidates writes opts.N lines with custom_ids cand-00001, cand-00002, …
+// Each line is generated and written on its own, so memory does not grow with N.
+func WriteCandidates(w io.Writer, opts Options) error {
+	if opts.N < 0 {
+		return fmt.Errorf("write candidates: N is %d, want ≥ 0", opts.N)
+	}
+	if opts.MaxTokens == 0 {
+		opts.MaxTokens = DefaultMaxTokens
+	}
+	if opts.MaxTokens < 0 {
+		return fmt.Errorf("write candidates: max tokens is %d, want ≥ 1", opts.MaxTokens)
+	}
+	tmpl, err := newTemplate(opts)
+	if err != nil {
+		return fmt.Errorf("write candidates: %w", err)
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var resume, line bytes.Buffer
+	for i := 1; i <= opts.N; i++ {
+		// One generator per candidate, keyed by (seed, index): candidate i is the
+		// same whatever N is, and any line can be regenerated alone.
+		rng := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
+		resume.Reset()
+		writeResume(&resume, rng, resumeBudget(rng))
+		line.Reset()
+		if err := tmpl.write(&line, CustomID(i), resume.String()); err != nil {
+			return fmt.Errorf("write candidate %d: %w", i, err)
+		}
+		if _, err := bw.Write(line.Bytes()); err != nil {
+			return fmt.Errorf("write candidate %d: %w", i, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write candidates: %w", err)
+	}
+	return nil
+}
+
+// Placeholders of the line template; neither can occur in a custom_id or résumé.
+const (
+	idSlot     = "\x00custom_id\x00"
+	resumeSlot = "\x00resume\x00"
+)
+
+// template is a batchLine encoded once with placeholders, cut around them. Every
+// line shares all its bytes but the id and the résumé, so only those two are
+// encoded per line: the response format and the rubric are not re-encoded
+// 200,000 times, and the bytes are exactly what encoding the whole line gives.
+type template struct {
+	head, mid, tail []byte
+	enc             *json.Encoder
+	str             bytes.Buffer // the encoder's output: one JSON string
+}
+
+func newTemplate(opts Options) (*template, error) {
+	line := batchLine{
+		CustomID: idSlot,
+		Method:   "POST",
+		URL:      "/v1/chat/completions",
+		Body: batchBody{
+			Model: opts.Model,
+			Messages: [2]message{
+				{Role: "system", Content: systemPrompt},
+				{Role: "user", Content: resumeSlot},
+			},
+			MaxTokens:      opts.MaxTokens,
+			Temperature:    temperature,
+			TopP:           topP,
+			ResponseFormat: responseFormat(),
+		},
+	}
+	t := &template{}
+	t.enc = json.NewEncoder(&t.str)
+	t.enc.SetEscapeHTML(false)
+	whole, err := t.quote(nil, line)
+	if err != nil {
+		return nil, fmt.Errorf("encode line template: %w", err)
+	}
+	id, _ := t.quote(nil, idSlot)
+	res, _ := t.quote(nil, resumeSlot)
+	head, rest, ok1 := bytes.Cut(whole, id)
+	mid, tail, ok2 := bytes.Cut(rest, res)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("line template lost its placeholders: %s", whole)
+	}
+	t.head, t.mid, t.tail = head, mid, append(tail, '\n')
+	return t, nil
+}
+
+// quote appends the JSON encoding of v, without the encoder's newline.
+func (t *template) quote(dst []byte, v any) ([]byte, error) {
+	t.str.Reset()
+	if err := t.enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return append(dst, bytes.TrimSuffix(t.str.Bytes(), []byte("\n"))...), nil
+}
+
+// write writes one line, ending in a newline.
+func (t *template) write(buf *bytes.Buffer, id, resume string) error {
+	buf.Write(t.head)
+	q, err := t.quote(buf.AvailableBuffer(), id)
+	if err != nil {
+		return err
+	}
+	buf.Write(q)
+	buf.Write(t.mid)
+	if q, err = t.quote(buf.AvailableBuffer(), resume); err != nil {
+		return err
+	}
+	buf.Write(q)
+	buf.Write(t.tail)
+	return nil
+}
+
+// CustomID is the custom_id of the i-th candidate (1-based).
+func CustomID(i int) string { return fmt.Sprintf("cand-%05d", i) }
+
+// Sizes of a line's message content, counted in bytes: the seed's prompts
+// averaged 788 tokens, about 3,150 bytes at 4 bytes a token, and real résumés
+// differ in length, so each line's total is drawn within ±25% of that mean.
+const (
+	meanContentBytes = 3100 // the drawn target; résumés end a little past it
+	contentSpread    = 0.25
+)
+
+// resumeBudget draws how many bytes of résumé this candidate gets: the line's
+// content target less the shared system prompt.
+func resumeBudget(rng *rand.Rand) int {
+	target := float64(meanContentBytes) * (1 - contentSpread + 2*contentSpread*rng.Float64())
+	return int(target) - len(systemPrompt)
+}
+
+// responseFormat is the response_format of every line: the evaluation schema,
+// strict, so structured outputs hold the answer to it.
+func responseFormat() json.RawMessage {
+	rf := struct {
+		Type       string `json:"type"`
+		JSONSchema struct {
+			Name   string          `json:"name"`
+			Strict bool            `json:"strict"`
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	}{Type: "json_schema"}
+	rf.JSONSchema.Name = "candidate_evaluation"
+	rf.JSONSchema.Strict = true
+	rf.JSONSchema.Schema = evaluationSchema
+	b, err := json.Marshal(rf)
+	if err != nil {
+		panic(fmt.Sprintf("synth: encode response format: %v", err)) // fixed data: a bug here, not an input error
+	}
+	return b
+}

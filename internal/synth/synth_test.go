@@ -1,0 +1,238 @@
+package synth
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+)
+
+func write(t *testing.T, opts Options) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, WriteCandidates(&buf, opts))
+	return buf.Bytes()
+}
+
+// Every line is a valid batch line for the run's model, with a unique id.
+func TestCandidatesPassTheReader(t *testing.T) {
+	data := write(t, Options{N: 500, Seed: 7, Model: "google/gemma-3-4b-it"})
+	assert.Equal(t, 500, bytes.Count(data, []byte("\n")))
+
+	rd := batchfile.NewReader(bytes.NewReader(data), batchfile.Options{Model: "google/gemma-3-4b-it"})
+	ids := map[string]bool{}
+	var totalContent, minContent, maxContent int
+	for {
+		req, bad, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		require.Nil(t, bad, "line rejected: %v", bad)
+		assert.False(t, ids[req.CustomID], "id %s twice", req.CustomID)
+		ids[req.CustomID] = true
+		assert.Equal(t, batchfile.KindChat, req.Kind)
+		assert.Equal(t, 2000, *req.Sampling.MaxTokens)
+		assert.Equal(t, 0.7, *req.Sampling.Temperature)
+		assert.Equal(t, 0.9, *req.Sampling.TopP)
+
+		var msgs []struct{ Role, Content string }
+		require.NoError(t, json.Unmarshal(req.Messages, &msgs))
+		require.Len(t, msgs, 2)
+		assert.Equal(t, "system", msgs[0].Role)
+		assert.Equal(t, systemPrompt, msgs[0].Content)
+		assert.Equal(t, "user", msgs[1].Role)
+		n := len(msgs[0].Content) + len(msgs[1].Content)
+		totalContent += n
+		if minContent == 0 || n < minContent {
+			minContent = n
+		}
+		maxContent = max(maxContent, n)
+	}
+	assert.Len(t, ids, 500)
+	assert.True(t, ids["cand-00001"] && ids["cand-00500"], "ids run from cand-00001 to cand-00500")
+
+	// The seed's prompts averaged 788 tokens, about 3,150 bytes; résumés vary.
+	avg := totalContent / 500
+	assert.GreaterOrEqual(t, avg, 2800)
+	assert.LessOrEqual(t, avg, 3500)
+	assert.Less(t, minContent, avg*85/100, "some candidates are well below the mean")
+	assert.Greater(t, maxContent, avg*115/100, "some candidates are well above the mean")
+	assert.GreaterOrEqual(t, minContent, avg*70/100)
+	assert.LessOrEqual(t, maxContent, avg*130/100)
+}
+
+// The shared system prompt is byte-identical on every line, so prefix caches hit.
+func TestSystemPromptBytesShared(t *testing.T) {
+	data := write(t, Options{N: 50, Seed: 3})
+	encoded, err := json.Marshal(systemPrompt)
+	require.NoError(t, err)
+	prefix := []byte(`"messages":[{"role":"system","content":` + string(encoded) + `},{"role":"user","content":"`)
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	require.Len(t, lines, 50)
+	for i, line := range lines {
+		assert.True(t, bytes.Contains(line, prefix), "line %d lacks the shared prefix", i+1)
+		assert.False(t, bytes.Contains(line, []byte(`"model"`)), "no model given, none written")
+	}
+}
+
+func TestCandidatesDeterministic(t *testing.T) {
+	a := write(t, Options{N: 200, Seed: 42})
+	b := write(t, Options{N: 200, Seed: 42})
+	assert.Equal(t, a, b, "same options, same bytes")
+
+	c := write(t, Options{N: 200, Seed: 43})
+	assert.NotEqual(t, a, c, "another seed, other candidates")
+
+	// Candidate i does not depend on N: a prefix of a longer run is the shorter run.
+	longer := write(t, Options{N: 300, Seed: 42})
+	assert.True(t, bytes.HasPrefix(longer, a))
+
+	// Résumés differ between candidates of one run.
+	lines := strings.Split(string(a), "\n")
+	assert.NotEqual(t, lines[0][len(`{"custom_id":"cand-00001"`):], lines[1][len(`{"custom_id":"cand-00002"`):])
+}
+
+func TestCandidatesOptions(t *testing.T) {
+	data := write(t, Options{N: 1, Seed: 1, Model: "m", MaxTokens: 512})
+	var line struct {
+		CustomID string `json:"custom_id"`
+		Method   string `json:"method"`
+		URL      string `json:"url"`
+		Body     struct {
+			Model          string `json:"model"`
+			MaxTokens      int    `json:"max_tokens"`
+			ResponseFormat struct {
+				Type       string `json:"type"`
+				JSONSchema struct {
+					Name   string          `json:"name"`
+					Strict bool            `json:"strict"`
+					Schema json.RawMessage `json:"schema"`
+				} `json:"json_schema"`
+			} `json:"response_format"`
+		} `json:"body"`
+	}
+	require.NoError(t, json.Unmarshal(data, &line))
+	assert.Equal(t, "cand-00001", line.CustomID)
+	assert.Equal(t, "POST", line.Method)
+	assert.Equal(t, "/v1/chat/completions", line.URL)
+	assert.Equal(t, "m", line.Body.Model)
+	assert.Equal(t, 512, line.Body.MaxTokens)
+	assert.Equal(t, "json_schema", line.Body.ResponseFormat.Type)
+	assert.Equal(t, "candidate_evaluation", line.Body.ResponseFormat.JSONSchema.Name)
+	assert.True(t, line.Body.ResponseFormat.JSONSchema.Strict)
+	assert.JSONEq(t, string(EvaluationSchema()), string(line.Body.ResponseFormat.JSONSchema.Schema))
+
+	assert.Empty(t, write(t, Options{N: 0}))
+	assert.Error(t, WriteCandidates(io.Discard, Options{N: -1}))
+}
+
+// schemaNode is the part of JSON schema the evaluation uses.
+type schemaNode struct {
+	Type                 string                `json:"type"`
+	Enum                 []string              `json:"enum"`
+	Properties           map[string]schemaNode `json:"properties"`
+	Required             []string              `json:"required"`
+	AdditionalProperties *bool                 `json:"additionalProperties"`
+}
+
+func TestEvaluationSchema(t *testing.T) {
+	var root schemaNode
+	require.NoError(t, json.Unmarshal(EvaluationSchema(), &root))
+	assert.Equal(t, "object", root.Type)
+	assert.ElementsMatch(t, []string{"recommendation", "reasoning", "analysis"}, root.Required)
+	assert.Equal(t, []string{"Strong Yes", "Yes", "Maybe", "No", "Strong No"}, root.Properties["recommendation"].Enum)
+	assert.Equal(t, "string", root.Properties["reasoning"].Type)
+
+	analysis := root.Properties["analysis"]
+	assert.ElementsMatch(t, []string{"educational_pedigree", "company_pedigree", "trajectory", "is_software_engineer"}, analysis.Required)
+	for _, name := range []string{"educational_pedigree", "company_pedigree", "trajectory"} {
+		r := analysis.Properties[name]
+		assert.ElementsMatch(t, []string{"rating", "reasoning"}, r.Required, name)
+		assert.Equal(t, []string{"Great", "Good", "Okay", "Poor"}, r.Properties["rating"].Enum, name)
+	}
+	swe := analysis.Properties["is_software_engineer"]
+	assert.ElementsMatch(t, []string{"value", "reasoning"}, swe.Required)
+	assert.Equal(t, "boolean", swe.Properties["value"].Type)
+
+	// Strict mode: every object closed and all its properties required.
+	var check func(path string, n schemaNode)
+	check = func(path string, n schemaNode) {
+		if n.Type != "object" {
+			return
+		}
+		require.NotNil(t, n.AdditionalProperties, path)
+		assert.False(t, *n.AdditionalProperties, path)
+		assert.Len(t, n.Required, len(n.Properties), path)
+		for k, p := range n.Properties {
+			check(path+"."+k, p)
+		}
+	}
+	check("$", root)
+
+	// The seed's sample answer fits the schema's fields exactly.
+	sample := `{"recommendation":"Strong Yes","reasoning":"r","analysis":{"educational_pedigree":{"rating":"Great","reasoning":"r"},` +
+		`"company_pedigree":{"rating":"Good","reasoning":"r"},"trajectory":{"rating":"Good","reasoning":"r"},` +
+		`"is_software_engineer":{"value":true,"reasoning":"r"}}}`
+	var answer map[string]any
+	require.NoError(t, json.Unmarshal([]byte(sample), &answer))
+	assert.Len(t, answer, len(root.Properties))
+
+	// Callers get their own copy.
+	s := EvaluationSchema()
+	s[0] = 'X'
+	assert.Equal(t, byte('{'), EvaluationSchema()[0])
+}
+
+// heapWatch discards what is written and records the largest heap in use while
+// writing, sampled every few megabytes.
+type heapWatch struct {
+	written int64
+	maxHeap uint64
+	tail    []byte // the last bytes written, for the last line
+}
+
+func (h *heapWatch) Write(p []byte) (int, error) {
+	h.tail = append(h.tail, p...)
+	if len(h.tail) > 64<<10 {
+		h.tail = append(h.tail[:0], h.tail[len(h.tail)-(16<<10):]...)
+	}
+	before := h.written
+	h.written += int64(len(p))
+	if h.written/(32<<20) != before/(32<<20) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		h.maxHeap = max(h.maxHeap, ms.HeapInuse)
+	}
+	return len(p), nil
+}
+
+// 200,000 lines (≈ 900 MB) stream through with flat memory.
+func TestCandidatesStreamFlatMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 200,000 lines")
+	}
+	w := &heapWatch{}
+	require.NoError(t, WriteCandidates(w, Options{N: 200_000, Seed: 1}))
+	assert.Greater(t, w.written, int64(800<<20))
+	require.NotZero(t, w.maxHeap)
+	assert.Less(t, w.maxHeap, uint64(64<<20), "heap reached %d bytes", w.maxHeap)
+
+	lines := strings.Split(strings.TrimSuffix(string(w.tail), "\n"), "\n")
+	assert.True(t, strings.HasPrefix(lines[len(lines)-1], `{"custom_id":"cand-200000"`), "the last line is the 200,000th")
+}
+
+func BenchmarkWriteCandidates(b *testing.B) {
+	for b.Loop() {
+		if err := WriteCandidates(io.Discard, Options{N: 1000, Seed: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.uber.org/zap"
+
+	"github.com/vbatch/vbatch/activities"
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/engine"
+	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/workflows"
+)
+
+// Engine kinds a GPU worker can run.
+const (
+	EngineVLLM         = "vllm"
+	EngineTransformers = "transformers"
+	EngineSim          = "sim"
+	EngineOpenAI       = "openai"
+)
+
+// GPUConfig configures a GPU worker.
+type GPUConfig struct {
+	Model  string
+	Engine string // vllm, transformers, sim or openai
+	// Slots is the number of simulated GPUs for the sim engine, and of parallel
+	// client slots for openai; vllm and transformers take one slot per GPU group.
+	Slots int
+	// ChunksPerEngine is how many chunks an engine works on at once: more than one,
+	// so an engine never drains to empty between chunks.
+	ChunksPerEngine int
+	Settings        engine.Settings
+	Sim             engine.SimConfig
+	OpenAI          engine.OpenAIConfig
+	Python          string
+	Name            string // this worker's name in reports; default host:pid
+	StopTimeout     time.Duration
+}
+
+// GPUWorker is a started GPU worker: engines warm, not yet polling.
+type GPUWorker struct {
+	worker.Worker
+	pool    *pool
+	monitor *gpu.Monitor
+	devices []gpu.Device
+}
+
+// StartGPU discovers the GPUs, starts and loads one engine per slot, and returns the
+// worker registered on the model's GPU task queue; Run or Start it to poll.
+func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUConfig, log *zap.Logger) (*GPUWorker, error) {
+	if cfg.ChunksPerEngine <= 0 {
+		cfg.ChunksPerEngine = 2
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	w := &GPUWorker{}
+	groups, err := w.slots(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	start := func(ctx context.Context, slot int) (engine.Engine, error) {
+		return startEngine(ctx, cfg, groups[slot], log.With(zap.Int("slot", slot)))
+	}
+	if w.pool, err = newPool(ctx, uuids(groups), start, log); err != nil {
+		w.stopMonitor()
+		return nil, err
+	}
+	queue := workflows.GPUTaskQueue(cfg.Model)
+	w.Worker = worker.New(c, queue, worker.Options{
+		MaxConcurrentActivityExecutionSize: len(groups) * cfg.ChunksPerEngine,
+		WorkerStopTimeout:                  cfg.StopTimeout,
+	})
+	w.RegisterActivityWithOptions(&activities.GPU{
+		Store: store, Engines: w.pool, Model: cfg.Model, Worker: cfg.Name, Monitor: w.monitor, Logger: log,
+	}, activity.RegisterOptions{})
+	ready := w.pool.slots[0].engine.Ready()
+	log.Info("GPU worker ready", zap.String("queue", queue), zap.String("model", cfg.Model),
+		zap.String("engine", ready.Backend), zap.Bool("simulated", ready.Simulated), zap.Int("engines", len(groups)),
+		zap.Int("chunks_per_engine", cfg.ChunksPerEngine))
+	return w, nil
+}
+
+// slots decides what each engine runs on. Real engines get one slot per GPU group,
+// pinned by UUID; the simulator and the openai client get cfg.Slots slots without GPUs.
+func (w *GPUWorker) slots(ctx context.Context, cfg GPUConfig, log *zap.Logger) ([][]gpu.Device, error) {
+	devs, discoverErr := gpu.Discover()
+	switch cfg.Engine {
+	case EngineSim, EngineOpenAI:
+		if discoverErr == nil {
+			w.startMonitor(ctx, devs, log)
+		}
+		n := max(cfg.Slots, 1)
+		if cfg.Engine == EngineSim {
+			log.Warn("engine is the SIMULATOR: no real inference; answers and throughput are simulated",
+				zap.Int("simulated_gpus", n), zap.Float64("tokens_per_second_each", cfg.Sim.TokensPerSecond))
+		}
+		return make([][]gpu.Device, n), nil
+	case EngineVLLM, EngineTransformers:
+	default:
+		return nil, fmt.Errorf("unknown engine %q: use vllm, transformers, sim or openai", cfg.Engine)
+	}
+	if discoverErr != nil {
+		return nil, fmt.Errorf("--engine %s needs NVIDIA GPUs, and none were found: %v. "+
+			"Run it on a GPU host with the NVIDIA driver, or try vbatch here with --engine sim (simulated) "+
+			"or --engine openai (an OpenAI-compatible server)", cfg.Engine, discoverErr)
+	}
+	if err := checkPythonModule(ctx, cfg.Python, cfg.Engine); err != nil {
+		return nil, err
+	}
+	w.devices = devs
+	tp := max(cfg.Settings.TensorParallelSize, 1)
+	groups, err := gpu.Groups(devs, tp)
+	if err != nil {
+		return nil, err
+	}
+	w.startMonitor(ctx, devs, log)
+	return groups, nil
+}
+
+func (w *GPUWorker) startMonitor(ctx context.Context, devs []gpu.Device, log *zap.Logger) {
+	m, err := gpu.StartMonitor(context.WithoutCancel(ctx), devs, time.Second)
+	if err != nil {
+		log.Warn("GPU telemetry unavailable", zap.Error(err))
+		return
+	}
+	w.monitor = m
+}
+
+func (w *GPUWorker) stopMonitor() {
+	if w.monitor != nil {
+		w.monitor.Stop()
+	}
+}
+
+// Stop stops polling, waits for running chunks up to the stop timeout, then shuts
+// the engines down.
+func (w *GPUWorker) Stop() {
+	w.Worker.Stop()
+	w.pool.Close()
+	w.stopMonitor()
+}
+
+// Devices are the GPUs this worker found.
+func (w *GPUWorker) Devices() []gpu.Device { return w.devices }
+
+func startEngine(ctx context.Context, cfg GPUConfig, group []gpu.Device, log *zap.Logger) (engine.Engine, error) {
+	if cfg.Engine == EngineOpenAI {
+		oc := cfg.OpenAI
+		oc.Model, oc.Logger = cfg.Model, log
+		return engine.NewOpenAI(ctx, oc)
+	}
+	var env []string
+	if len(group) > 0 {
+		env = append(env, "CUDA_VISIBLE_DEVICES="+gpu.VisibleDevices(group))
+	}
+	return engine.StartProcess(ctx, engine.ProcessConfig{
+		Python: cfg.Python, Backend: cfg.Engine, Model: cfg.Model, Settings: cfg.Settings, Sim: cfg.Sim,
+		Env: env, Logger: log,
+	})
+}
+
+// checkPythonModule fails early, with what to do, where the engine's Python package
+// is missing, rather than after a slow start.
+func checkPythonModule(ctx context.Context, python, module string) error {
+	if python == "" {
+		python = "python3"
+	}
+	out, err := exec.CommandContext(ctx, python, "-c", "import "+module).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	var execErr *exec.Error
+	if errors.As(err, &execErr) {
+		return fmt.Errorf("--engine %s needs %s, which was not found: %v", module, python, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return fmt.Errorf("--engine %s: python cannot import %s (%s). Install it (pip install %s) or point --python at an environment that has it",
+		module, module, lines[len(lines)-1], module)
+}
+
+func uuids(groups [][]gpu.Device) [][]string {
+	out := make([][]string, len(groups))
+	for i, g := range groups {
+		for _, d := range g {
+			out[i] = append(out[i], d.UUID)
+		}
+	}
+	return out
+}
+
+// VLLMUnavailable says why this host cannot run the vllm engine, or "" when it can.
+func VLLMUnavailable(ctx context.Context, python string) string {
+	if _, err := gpu.Discover(); err != nil {
+		return "no GPU found (" + err.Error() + ")"
+	}
+	if err := checkPythonModule(ctx, python, EngineVLLM); err != nil {
+		return err.Error()
+	}
+	return ""
+}

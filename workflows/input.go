@@ -1,0 +1,119 @@
+// Package workflows holds vbatch's Temporal workflows: BatchInference, which plans a
+// batch into durable chunks, fans them out to GPU workers and merges the answers.
+package workflows
+
+import (
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/engine"
+)
+
+// Names that clients, workers and the UI share.
+const (
+	// ControlTaskQueue serves the workflow and the storage activities (Plan, Merge, Report).
+	ControlTaskQueue = "vbatch"
+	// ProgressQuery answers a Progress.
+	ProgressQuery = "progress"
+	// WorkflowType is what `temporal workflow start --type` and the UI name.
+	WorkflowType = "BatchInference"
+)
+
+// Defaults of BatchInput, applied inside the workflow so that a run started from the
+// UI or the temporal CLI with only {"input": …} gets them too.
+const (
+	DefaultModel             = "google/gemma-3-4b-it"
+	DefaultChunkSize         = 256
+	DefaultMaxInFlightChunks = 32
+	DefaultMaxAttempts       = 5
+	DefaultMaxLineBytes      = 1 << 20
+	DefaultTemperature       = 0.7
+	DefaultTopP              = 0.9
+	DefaultMaxTokens         = 2000
+	DefaultCheckpointEvery   = 64
+	DefaultCheckpointSeconds = 10
+	DefaultHeartbeatTimeout  = 2 * time.Minute
+)
+
+// BatchInput is the one argument of BatchInference. Every field but Input is optional.
+type BatchInput struct {
+	// Input is the JSONL file of requests: s3://bucket/key or file:///path.
+	Input string `json:"input"`
+	// Output is the prefix under which the run's folder is written; default: the input's folder.
+	Output string `json:"output,omitempty"`
+	// Model names the model; it picks the GPU task queue whose workers loaded it.
+	Model string `json:"model,omitempty"`
+	// Engine records the engine settings the run asks for (the worker's loaded engine serves them).
+	Engine engine.Settings `json:"engine,omitempty"`
+	// Sampling fills what a request line leaves out (temperature 0.7, top_p 0.9, max_tokens 2000).
+	Sampling batchfile.Sampling `json:"sampling,omitempty"`
+	// ChunkSize is the number of requests per chunk (default 256).
+	ChunkSize int `json:"chunk_size,omitempty"`
+	// MaxInFlightChunks bounds the chunks scheduled at once (default 32).
+	MaxInFlightChunks int `json:"max_in_flight_chunks,omitempty"`
+	// MaxAttempts bounds the attempts of one chunk (default 5).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// MaxLineBytes is the longest accepted input line (default 1 MiB).
+	MaxLineBytes int `json:"max_line_bytes,omitempty"`
+	// CheckpointEvery and CheckpointSeconds: a chunk writes its answers to S3 every N
+	// answers or T seconds, whichever comes first (defaults 64 and 10).
+	CheckpointEvery   int `json:"checkpoint_every,omitempty"`
+	CheckpointSeconds int `json:"checkpoint_seconds,omitempty"`
+	// HeartbeatTimeoutSeconds is how long a chunk may go without a heartbeat before it is retried (default 120).
+	HeartbeatTimeoutSeconds int `json:"heartbeat_timeout_seconds,omitempty"`
+	// RetryOf names an earlier run whose failed shards this run redoes.
+	RetryOf string `json:"retry_of,omitempty"`
+	// Labels are free-form tags carried into the report.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// withDefaults returns in with every unset field at its default.
+func (in BatchInput) withDefaults() BatchInput {
+	if in.Model == "" {
+		in.Model = DefaultModel
+	}
+	if in.ChunkSize <= 0 {
+		in.ChunkSize = DefaultChunkSize
+	}
+	if in.MaxInFlightChunks <= 0 {
+		in.MaxInFlightChunks = DefaultMaxInFlightChunks
+	}
+	if in.MaxAttempts <= 0 {
+		in.MaxAttempts = DefaultMaxAttempts
+	}
+	if in.MaxLineBytes <= 0 {
+		in.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if in.CheckpointEvery <= 0 {
+		in.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if in.CheckpointSeconds <= 0 {
+		in.CheckpointSeconds = DefaultCheckpointSeconds
+	}
+	if in.HeartbeatTimeoutSeconds <= 0 {
+		in.HeartbeatTimeoutSeconds = int(DefaultHeartbeatTimeout / time.Second)
+	}
+	s := &in.Sampling
+	if s.Temperature == nil {
+		s.Temperature = ptr(DefaultTemperature)
+	}
+	if s.TopP == nil {
+		s.TopP = ptr(DefaultTopP)
+	}
+	if s.MaxTokens == nil {
+		s.MaxTokens = ptr(DefaultMaxTokens)
+	}
+	return in
+}
+
+func ptr[T any](v T) *T { return &v }
+
+var unsafeQueueChars = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// GPUTaskQueue is the task queue of the GPU workers that loaded model: one queue per
+// model, so a chunk only ever reaches an engine that has its model warm.
+func GPUTaskQueue(model string) string {
+	return "vbatch-gpu-" + strings.Trim(unsafeQueueChars.ReplaceAllString(strings.ToLower(model), "-"), "-")
+}
