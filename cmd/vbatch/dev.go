@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/internal/blob"
@@ -88,8 +88,10 @@ output, errors and report and the headline figures, and stops the stack.`,
 }
 
 func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, n int, model string) error {
+	// The input goes into the run's own folder, so requests, answers and report sit together.
 	runID := "demo-" + time.Now().UTC().Format("20060102-150405")
-	input := fmt.Sprintf("s3://%s/demo/%s/requests.jsonl", env.stack.Bucket, runID)
+	output := fmt.Sprintf("s3://%s/demo", env.stack.Bucket)
+	input := output + "/" + runID + "/requests.jsonl"
 	w, err := env.store.Create(ctx, input)
 	if err != nil {
 		return err
@@ -102,7 +104,7 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, n int, mod
 		return err
 	}
 	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", n, input, runID, env.engine)
-	if err := a.submit(ctx, io.Discard, submitOptions{in: workflows.BatchInput{Input: input, Model: model}, id: runID, wait: true}); err != nil {
+	if err := a.submit(ctx, io.Discard, submitOptions{in: workflows.BatchInput{Input: input, Output: output, Model: model}, id: runID, wait: true}); err != nil {
 		return err
 	}
 	c, err := a.dial(ctx)
@@ -114,7 +116,7 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, n int, mod
 		return err
 	}
 	var rep report.Report
-	reportURI := strings.TrimSuffix(input, "requests.jsonl") + runID + "/report.json"
+	reportURI := output + "/" + runID + "/report.json"
 	if err := blob.ReadJSON(ctx, env.store, reportURI, &rep); err != nil {
 		return fmt.Errorf("read report: %w", err)
 	}
@@ -133,6 +135,7 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, n int, mod
 type localEnv struct {
 	dir     string
 	stack   *devstack.Stack
+	client  client.Client
 	store   blob.Store
 	workers *runningWorkers
 	engine  string
@@ -141,6 +144,9 @@ type localEnv struct {
 func (e *localEnv) stop() {
 	if e.workers != nil {
 		e.workers.stop()
+	}
+	if e.client != nil {
+		e.client.Close()
 	}
 	_ = e.stack.Stop()
 }
@@ -158,8 +164,7 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 		env.stop()
 		return nil, err
 	}
-	c, err := a.dial(ctx)
-	if err != nil {
+	if env.client, err = a.dial(ctx); err != nil {
 		env.stop()
 		return nil, err
 	}
@@ -171,7 +176,7 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 	if gpuCfg.Engine == workers.EngineSim {
 		env.engine = fmt.Sprintf("the SIMULATED engine (sim) on %d simulated GPUs at %.0f tokens/s each", gpuCfg.Slots, gpuCfg.Sim.TokensPerSecond)
 	}
-	if env.workers, err = a.startWorkers(ctx, c, env.store, roleAll, gpuCfg); err != nil {
+	if env.workers, err = a.startWorkers(ctx, env.client, env.store, roleAll, gpuCfg); err != nil {
 		env.stop()
 		return nil, err
 	}

@@ -20,11 +20,15 @@ Protocol (one JSON object a line; stdout carries only these, stderr is the log):
   runner -> {"event":"result","id","text","finish_reason","prompt_tokens",
              "completion_tokens","cached_tokens","simulated"}  as each finishes
   runner -> {"event":"error","id","code","message"}      that request alone failed
-stdin EOF finishes what was submitted, then exits 0.
+stdin EOF finishes what was submitted, then exits 0. A GPU engine that breaks while
+serving exits with status 4; the sim's crash_on fault exits with status 3.
 
-Only the standard library is imported at module level. The vllm and transformers
-backends import their heavy packages inside load(), so the sim backend runs wherever
-python3 does, and a missing package is a clean load error that the worker reports.
+The runner is this file and its siblings, written next to it by the worker:
+protocol.py (what every backend shares), vllm_backend.py, hf_backend.py (the
+transformers backend) and models/ (configs for load_format=dummy). Only the
+standard library is imported at module level. The vllm and transformers backends
+import their heavy packages inside load(), so the sim backend runs wherever python3
+does, and a missing package is a clean load error that the worker reports.
 """
 
 import argparse
@@ -40,129 +44,27 @@ import threading
 import time
 from collections import deque
 
-RUNNER_VERSION = "1"
+from protocol import (  # noqa: F401  (re-exported: tests and direct.py use runner.X)
+    CODE_ENGINE_ERROR,
+    CODE_INVALID_REQUEST,
+    CODE_PROMPT_TOO_LONG,
+    EXIT_ENGINE_FAILED,
+    EXIT_LOAD_FAILED,
+    EXIT_SIM_CRASH,
+    Backend,
+    Emitter,
+    RequestError,
+    message_texts,
+    response_format_type,
+)
+from hf_backend import TransformersBackend
+from vllm_backend import VLLMBackend
 
-# Error codes of internal/batchfile/request.go that an engine may report.
-CODE_PROMPT_TOO_LONG = "prompt_too_long"
-CODE_INVALID_REQUEST = "invalid_request"
-CODE_ENGINE_ERROR = "engine_error"
+RUNNER_VERSION = "1"
 
 # Every log line of the sim backend carries this prefix, so nobody mistakes a
 # simulated run's log for a GPU's.
 SIM_LOG_PREFIX = "vbatch-runner[sim: SIMULATED, no real inference]"
-
-# Exit statuses the worker can tell apart.
-EXIT_LOAD_FAILED = 2
-EXIT_SIM_CRASH = 3
-
-
-class RequestError(Exception):
-    """A failure of one request alone; the runner reports it and goes on."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Emitter:
-    """The one writer of protocol events: a line each, under a lock, flushed at once
-    so the worker sees every result as soon as it exists."""
-
-    def __init__(self, stream, simulated=False):
-        self._stream = stream
-        self._lock = threading.Lock()
-        self._simulated = simulated
-
-    def emit(self, event):
-        line = json.dumps(event, separators=(",", ":")) + "\n"
-        with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
-
-    def result(self, rid, text, finish_reason, prompt_tokens, completion_tokens, cached_tokens=0):
-        self.emit({
-            "event": "result",
-            "id": rid,
-            "text": text,
-            "finish_reason": finish_reason,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "cached_tokens": cached_tokens,
-            "simulated": self._simulated,
-        })
-
-    def error(self, rid, code, message):
-        self.emit({"event": "error", "id": rid, "code": code, "message": message})
-
-
-class Backend:
-    """An engine behind the protocol. The command reader calls submit and abort from
-    its thread; the main thread runs serve() until the reader stops it, so a backend
-    whose engine loop must own the main thread (an asyncio loop) overrides serve.
-    Finished requests go to self.emitter.result / .error, from any thread."""
-
-    name = "base"
-    simulated = False
-
-    def __init__(self, config, emitter, log):
-        self.config = config
-        self.emitter = emitter
-        self.log = log
-
-    def load(self):
-        """Load the model; return the ready event's fields that this backend knows."""
-        raise NotImplementedError
-
-    def submit(self, rid, request):
-        """Start a request; raise RequestError to fail it alone."""
-        raise NotImplementedError
-
-    def abort(self, rid):
-        """Forget a request; no event follows for it."""
-        raise NotImplementedError
-
-    def serve(self, stop):
-        stop.wait()
-
-    def close(self, drain):
-        """Stop: finish what was submitted when drain, else abort it."""
-
-
-# ---------------------------------------------------------------------------
-# Request helpers shared by every backend.
-
-def message_texts(request):
-    """The text of every message content and of the prompt, in order. A content may
-    be a string or a list of parts ({"type":"text","text":...})."""
-    texts = []
-    messages = request.get("messages") or []
-    if not isinstance(messages, list):
-        raise RequestError(CODE_INVALID_REQUEST, "messages must be an array")
-    for message in messages:
-        if not isinstance(message, dict):
-            raise RequestError(CODE_INVALID_REQUEST, "each message must be an object")
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-    prompt = request.get("prompt")
-    if isinstance(prompt, str) and prompt:
-        texts.append(prompt)
-    return texts
-
-
-def response_format_type(sampling):
-    fmt = sampling.get("response_format")
-    if not fmt:
-        return "text"
-    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
-        raise RequestError(CODE_INVALID_REQUEST,
-                           "response_format.type must be text, json_object or json_schema")
-    return fmt["type"]
 
 
 # ---------------------------------------------------------------------------
@@ -513,27 +415,6 @@ class SimBackend(Backend):
                                EXIT_SIM_CRASH)
                 logging.shutdown()
                 os._exit(EXIT_SIM_CRASH)
-
-
-# ---------------------------------------------------------------------------
-# GPU backends: written separately; until then they fail to load with the reason.
-
-class _UnwrittenBackend(Backend):
-    module = ""
-
-    def load(self):
-        __import__(self.module)  # a missing package reads "No module named '...'"
-        raise NotImplementedError(f"the {self.name} backend is not written yet in this runner")
-
-
-class VLLMBackend(_UnwrittenBackend):
-    name = "vllm"
-    module = "vllm"
-
-
-class TransformersBackend(_UnwrittenBackend):
-    name = "transformers"
-    module = "transformers"
 
 
 BACKENDS = {b.name: b for b in (SimBackend, VLLMBackend, TransformersBackend)}
