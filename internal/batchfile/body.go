@@ -99,6 +99,11 @@ func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Op
 		return Request{}, invalid("%stop_logprobs needs %slogprobs true", where, where)
 	}
 	req.Sampling = withDefaults(req.Sampling, opts.Defaults)
+	// An output line has nowhere to carry log-probabilities yet; asking for them is
+	// refused rather than answered without them.
+	if req.Sampling.Logprobs {
+		return Request{}, invalid("%slogprobs are not returned by vbatch yet: remove logprobs/top_logprobs", where)
+	}
 	return req, nil
 }
 

@@ -127,6 +127,10 @@ func TestReaderCodes(t *testing.T) {
 			1, "t", CodeInvalidRequest, `body must be an object, got "a"`},
 		{"top_logprobs alone", `{"custom_id":"t","messages":[{"role":"user","content":"b"}],"top_logprobs":3}`, Options{},
 			1, "t", CodeInvalidRequest, "top_logprobs needs logprobs true"},
+		{"logprobs are refused, not dropped", `{"custom_id":"t","messages":[{"role":"user","content":"b"}],"logprobs":true,"top_logprobs":2}`, Options{},
+			1, "t", CodeInvalidRequest, "line 1: logprobs are not returned by vbatch yet: remove logprobs/top_logprobs"},
+		{"completion logprobs count is refused too", `{"custom_id":"t","url":"/v1/completions","body":{"prompt":"b","logprobs":2}}`, Options{},
+			1, "t", CodeInvalidRequest, "line 1: body.logprobs are not returned by vbatch yet"},
 		{"chat logprobs number", `{"custom_id":"t","messages":[{"role":"user","content":"b"}],"logprobs":3}`, Options{},
 			1, "t", CodeInvalidRequest, "logprobs must be a boolean, got 3"},
 	}
@@ -188,9 +192,9 @@ func TestReaderAcceptedForms(t *testing.T) {
 		},
 		{
 			name: "openai batch completion without method",
-			line: `{"custom_id":"c2","url":"/v1/completions","body":{"prompt":"Once","max_completion_tokens":16,"stop":"\n","seed":-5,"logprobs":2}}`,
+			line: `{"custom_id":"c2","url":"/v1/completions","body":{"prompt":"Once","max_completion_tokens":16,"stop":"\n","seed":-5}}`,
 			want: Request{CustomID: "c2", Line: 1, Kind: KindCompletion, Prompt: "Once",
-				Sampling: Sampling{MaxTokens: ptr(16), Stop: []string{"\n"}, Seed: ptr(int64(-5)), Logprobs: true, TopLogprobs: ptr(2)}},
+				Sampling: Sampling{MaxTokens: ptr(16), Stop: []string{"\n"}, Seed: ptr(int64(-5))}},
 		},
 		{
 			name: "batch form without url: the body tells",
@@ -201,11 +205,11 @@ func TestReaderAcceptedForms(t *testing.T) {
 			name: "short chat with every sampling field",
 			line: `{"custom_id":"c4","messages":[{"role":"user","content":"q"}],"max_tokens":10,"temperature":0,"top_p":1,` +
 				`"top_k":-1,"n":1,"seed":42,"stop":["a","b"],"presence_penalty":-2,"frequency_penalty":1.5,` +
-				`"logprobs":true,"top_logprobs":5,"response_format":{"type":"json_object"},"model":null}`,
+				`"response_format":{"type":"json_object"},"model":null}`,
 			want: Request{CustomID: "c4", Line: 1, Kind: KindChat, Messages: json.RawMessage(`[{"role":"user","content":"q"}]`),
 				Sampling: Sampling{MaxTokens: ptr(10), Temperature: ptr(0.0), TopP: ptr(1.0), TopK: ptr(-1), N: ptr(1),
 					Seed: ptr(int64(42)), Stop: []string{"a", "b"}, PresencePenalty: ptr(-2.0), FrequencyPenalty: ptr(1.5),
-					Logprobs: true, TopLogprobs: ptr(5), ResponseFormat: json.RawMessage(`{"type":"json_object"}`)}},
+					ResponseFormat: json.RawMessage(`{"type":"json_object"}`)}},
 		},
 		{
 			name: "short prompt as an array of one",
