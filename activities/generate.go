@@ -80,6 +80,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		return GenerateResult{}, fmt.Errorf("acquire engine: %w", err)
 	}
 	defer lease.Release()
+	busyStart := run.BusySample{Time: time.Now(), BusySeconds: lease.Engine.Stats().BusySeconds}
 	ready := lease.Engine.Ready()
 	res.Backend, res.Simulated = ready.Backend, ready.Simulated
 	log := activity.GetLogger(ctx)
@@ -131,6 +132,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 			cancelGen()
 		}
 	})
+	busyEnd := run.BusySample{Time: time.Now(), BusySeconds: lease.Engine.Stats().BusySeconds}
 	close(tickerDone)
 	tickerWG.Wait()
 
@@ -150,7 +152,8 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	attempt := run.AttemptResult{Chunk: in.Chunk.Index, Attempt: int(info.Attempt), Worker: g.Worker,
 		Engine: ready, EngineSlot: lease.Slot, Started: started, Finished: time.Now(), Requests: len(reqs),
 		Resumed: res.Resumed, Answered: res.Answered, Failed: res.Failed, PromptTokens: res.PromptTokens,
-		CompletionTokens: res.CompletionTokens, Parts: cp.parts, Outcome: "completed"}
+		CompletionTokens: res.CompletionTokens, Parts: cp.parts, Outcome: "completed",
+		EngineBusy: [2]run.BusySample{busyStart, busyEnd}}
 	if g.Monitor != nil {
 		attempt.GPUs = g.Monitor.Summary(lease.GPUs, started, attempt.Finished)
 	}

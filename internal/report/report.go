@@ -26,6 +26,9 @@ type Report struct {
 	Timing    Timing            `json:"timing"`
 	Chunks    []ChunkSummary    `json:"chunks"`
 	Files     Files             `json:"files"`
+	// EngineIdleFraction is the engines' idle time while they had chunks left, over
+	// their active time, all engines together.
+	EngineIdleFraction float64 `json:"engine_idle_fraction"`
 }
 
 // EngineSummary is one engine that answered chunks of the run.
@@ -34,6 +37,13 @@ type EngineSummary struct {
 	Slot   int          `json:"slot"`
 	Ready  engine.Ready `json:"ready"`
 	Chunks int          `json:"chunks"`
+	// From the engine's first chunk to its last, the time it had requests in flight
+	// and the share it had none: idle while it still had work to do.
+	ActiveSeconds float64 `json:"active_seconds"`
+	BusySeconds   float64 `json:"busy_seconds"`
+	IdleFraction  float64 `json:"idle_fraction"`
+
+	first, last run.BusySample
 }
 
 // Counts are request and chunk counts.
@@ -130,6 +140,12 @@ func Build(in Inputs) Report {
 			engines[key] = e
 		}
 		e.Chunks++
+		if start := a.EngineBusy[0]; !start.Time.IsZero() && (e.first.Time.IsZero() || start.Time.Before(e.first.Time)) {
+			e.first = start
+		}
+		if end := a.EngineBusy[1]; end.Time.After(e.last.Time) {
+			e.last = end
+		}
 		if a.Engine.LoadSeconds > r.Timing.ModelLoadSeconds {
 			r.Timing.ModelLoadSeconds = a.Engine.LoadSeconds
 		}
@@ -137,8 +153,20 @@ func Build(in Inputs) Report {
 			Outcome: a.Outcome, Requests: a.Requests, Answered: a.Answered,
 			Seconds: a.Finished.Sub(a.Started).Seconds(), StartS: a.Started.Sub(in.Started).Seconds()})
 	}
+	var active, busy float64
 	for _, e := range engines {
+		// A restarted engine starts its clock again: its span cannot be measured.
+		if !e.first.Time.IsZero() && e.last.Time.After(e.first.Time) && e.last.BusySeconds >= e.first.BusySeconds {
+			e.ActiveSeconds = e.last.Time.Sub(e.first.Time).Seconds()
+			e.BusySeconds = min(e.last.BusySeconds-e.first.BusySeconds, e.ActiveSeconds)
+			e.IdleFraction = 1 - e.BusySeconds/e.ActiveSeconds
+			active += e.ActiveSeconds
+			busy += e.BusySeconds
+		}
 		r.Engines = append(r.Engines, *e)
+	}
+	if active > 0 {
+		r.EngineIdleFraction = 1 - busy/active
 	}
 	sort.Slice(r.Engines, func(i, j int) bool {
 		if r.Engines[i].Worker != r.Engines[j].Worker {

@@ -69,4 +69,14 @@ type AttemptResult struct {
 	Outcome          string        `json:"outcome"` // completed, failed, cancelled
 	Error            string        `json:"error,omitempty"`
 	GPUs             []gpu.Summary `json:"gpus,omitempty"`
+	// EngineBusy samples the engine's cumulative busy time (≥ 1 request in flight)
+	// when the attempt got the engine and when it let go; across a slot's attempts
+	// they give the engine's idle time while it still had chunks to run.
+	EngineBusy [2]BusySample `json:"engine_busy"`
+}
+
+// BusySample is an engine's cumulative busy seconds at a moment.
+type BusySample struct {
+	Time        time.Time `json:"time"`
+	BusySeconds float64   `json:"busy_seconds"`
 }
