@@ -28,6 +28,7 @@ type Sample struct {
 type Summary struct {
 	Index              int     `json:"index"`
 	UUID               string  `json:"uuid"`
+	Name               string  `json:"name"`
 	Samples            int     `json:"samples"`
 	MemoryPeakBytes    uint64  `json:"memory_peak_bytes"`
 	MemoryMeanBytes    uint64  `json:"memory_mean_bytes"`
@@ -310,7 +311,7 @@ func (a *aggregate) merge(b aggregate) {
 }
 
 func (a aggregate) summary(d Device) Summary {
-	s := Summary{Index: d.Index, UUID: d.UUID, Samples: a.n, MemoryTotalBytes: max(a.memTotal, d.MemoryTotalBytes)}
+	s := Summary{Index: d.Index, UUID: d.UUID, Name: d.Name, Samples: a.n, MemoryTotalBytes: max(a.memTotal, d.MemoryTotalBytes)}
 	if a.n == 0 {
 		return s
 	}

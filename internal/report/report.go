@@ -21,6 +21,7 @@ type Report struct {
 	Model     string            `json:"model"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Engines   []EngineSummary   `json:"engines"`
+	GPUs      []GPUSummary      `json:"gpus,omitempty"` // NVML telemetry while chunks ran; none on hosts without GPUs
 	Counts    Counts            `json:"counts"`
 	Tokens    Tokens            `json:"tokens"`
 	Timing    Timing            `json:"timing"`
@@ -44,6 +45,22 @@ type EngineSummary struct {
 	IdleFraction  float64 `json:"idle_fraction"`
 
 	first, last run.BusySample
+}
+
+// GPUSummary is one GPU's NVML telemetry over the chunks that ran on it. Chunks that
+// overlapped on one GPU weigh its samples more than once in the means.
+type GPUSummary struct {
+	Worker             string  `json:"worker"`
+	Index              int     `json:"index"`
+	UUID               string  `json:"uuid"`
+	Name               string  `json:"name"`
+	MemoryTotalGiB     float64 `json:"memory_total_gib"`
+	MemoryPeakGiB      float64 `json:"memory_peak_gib"`
+	UtilizationMeanPct float64 `json:"utilization_mean_pct"`
+	UtilizationMaxPct  float64 `json:"utilization_max_pct"`
+	PowerMeanWatts     float64 `json:"power_mean_watts"`
+	TemperatureMaxC    float64 `json:"temperature_max_c"`
+	Samples            int     `json:"samples"`
 }
 
 // Counts are request and chunk counts.
@@ -153,6 +170,7 @@ func Build(in Inputs) Report {
 			Outcome: a.Outcome, Requests: a.Requests, Answered: a.Answered,
 			Seconds: a.Finished.Sub(a.Started).Seconds(), StartS: a.Started.Sub(in.Started).Seconds()})
 	}
+	r.GPUs = gpuSummaries(in.Attempts)
 	var active, busy float64
 	for _, e := range engines {
 		// A restarted engine starts its clock again: its span cannot be measured.
@@ -205,4 +223,51 @@ func Build(in Inputs) Report {
 		r.Title += " (SIMULATED engine: no real inference; throughput figures are simulated)"
 	}
 	return r
+}
+
+const gib = 1 << 30
+
+func gpuSummaries(attempts []run.AttemptResult) []GPUSummary {
+	type acc struct {
+		GPUSummary
+		util, power float64
+	}
+	byUUID := map[string]*acc{}
+	var order []string
+	for _, a := range attempts {
+		for _, g := range a.GPUs {
+			if g.Samples == 0 {
+				continue
+			}
+			s, ok := byUUID[g.UUID]
+			if !ok {
+				s = &acc{GPUSummary: GPUSummary{Worker: a.Worker, Index: g.Index, UUID: g.UUID, Name: g.Name,
+					MemoryTotalGiB: float64(g.MemoryTotalBytes) / gib}}
+				byUUID[g.UUID] = s
+				order = append(order, g.UUID)
+			}
+			n := float64(g.Samples)
+			s.Samples += g.Samples
+			s.util += g.UtilizationMeanPct * n
+			s.power += g.PowerMeanWatts * n
+			s.MemoryPeakGiB = max(s.MemoryPeakGiB, float64(g.MemoryPeakBytes)/gib)
+			s.UtilizationMaxPct = max(s.UtilizationMaxPct, g.UtilizationMaxPct)
+			s.TemperatureMaxC = max(s.TemperatureMaxC, g.TemperatureMaxC)
+		}
+	}
+	sort.Strings(order)
+	out := make([]GPUSummary, 0, len(order))
+	for _, uuid := range order {
+		s := byUUID[uuid]
+		s.UtilizationMeanPct = s.util / float64(s.Samples)
+		s.PowerMeanWatts = s.power / float64(s.Samples)
+		out = append(out, s.GPUSummary)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Worker != out[j].Worker {
+			return out[i].Worker < out[j].Worker
+		}
+		return out[i].Index < out[j].Index
+	})
+	return out
 }

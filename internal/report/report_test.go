@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vbatch/vbatch/internal/engine"
+	"github.com/vbatch/vbatch/internal/gpu"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -44,5 +45,23 @@ func TestBuildMeasuresEngineIdleTimeBetweenFirstAndLastChunk(t *testing.T) {
 	}
 	if !r.Simulated || !strings.Contains(r.Title, "SIMULATED") {
 		t.Errorf("a sim run's report must say simulated: %q", r.Title)
+	}
+}
+
+func TestBuildSummarisesEachGPUsTelemetry(t *testing.T) {
+	h100 := func(samples int, util float64, peakGiB uint64) gpu.Summary {
+		return gpu.Summary{Index: 0, UUID: "GPU-a", Name: "NVIDIA H100 80GB HBM3", Samples: samples,
+			MemoryTotalBytes: 80 << 30, MemoryPeakBytes: peakGiB << 30, UtilizationMeanPct: util, UtilizationMaxPct: util + 1, PowerMeanWatts: 500}
+	}
+	r := Build(Inputs{Attempts: []run.AttemptResult{
+		{Worker: "w", GPUs: []gpu.Summary{h100(10, 90, 70)}},
+		{Worker: "w", GPUs: []gpu.Summary{h100(30, 98, 72)}},
+	}})
+	if len(r.GPUs) != 1 {
+		t.Fatalf("%d GPUs, want one", len(r.GPUs))
+	}
+	g := r.GPUs[0]
+	if g.Name != "NVIDIA H100 80GB HBM3" || g.MemoryTotalGiB != 80 || g.MemoryPeakGiB != 72 || g.UtilizationMeanPct != 96 || g.UtilizationMaxPct != 99 || g.Samples != 40 {
+		t.Errorf("GPU summary %+v: want the H100, 80 GiB, peak 72, mean utilisation 96 (sample-weighted)", g)
 	}
 }
