@@ -58,10 +58,18 @@ vLLM, else the simulator on 2 simulated GPUs. Writes .vbatch/env, so that anothe
 	return cmd
 }
 
+// demoOptions shape the demo's workload; with compareDirect the demo is also the GPU
+// smoke run: the same requests fed to the same backend without vbatch, for the ratio.
+type demoOptions struct {
+	n, maxTokens, chunkSize int
+	noSchema, compareDirect bool
+	summary                 string
+}
+
 func (a *app) demoCmd() *cobra.Command {
 	var (
 		flags workerFlags
-		n     int
+		o     demoOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -69,66 +77,95 @@ func (a *app) demoCmd() *cobra.Command {
 		Long: `Starts the local stack (as 'vbatch dev' does, state under .vbatch/demo), writes synthetic
 candidate-scoring requests to S3, runs them through Temporal on the GPU worker (the
 simulator on 2 simulated GPUs where this host has no GPUs with vLLM), prints the URIs of
-output, errors and report and the headline figures, and stops the stack.`,
+output, errors and report and the headline figures, and stops the stack.
+
+With --compare-direct it is also a GPU smoke test: after the run it feeds the same
+requests to the same backend directly (no Temporal, no S3, no worker) and prints
+pipeline tokens/s over direct tokens/s.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			gpuCfg := flags.config()
 			env, err := a.startLocal(ctx, filepath.Join(stateDir, "demo"), &flags, cmd.Flags().Changed("engine"))
 			if err != nil {
 				return err
 			}
-			defer env.stop()
-			return a.demo(ctx, cmd.OutOrStdout(), env, n, flags.gpu.Model)
+			res, err := a.demo(ctx, cmd.OutOrStdout(), env, o, gpuCfg.Model)
+			// The engines leave the GPU before a direct run needs it.
+			env.stop()
+			if err != nil || !o.compareDirect {
+				return err
+			}
+			gpuCfg.Engine = env.engineKind
+			return a.compareDirect(ctx, cmd.OutOrStdout(), res, gpuCfg, o)
 		},
 	}
-	cmd.Flags().IntVar(&n, "n", 1000, "number of synthetic candidate requests")
-	flags.register(cmd.Flags(), "auto")
-	_ = cmd.Flags().Set("sim-tokens-per-second", "25000")
-	cmd.Flags().Lookup("sim-tokens-per-second").DefValue = "25000"
+	f := cmd.Flags()
+	f.IntVar(&o.n, "n", 1000, "number of synthetic candidate requests")
+	f.IntVar(&o.maxTokens, "max-tokens", 2000, "max_tokens of every request")
+	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
+	f.BoolVar(&o.noSchema, "no-schema", false, "leave response_format out (engines that cannot enforce a schema)")
+	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
+	f.StringVar(&o.summary, "summary", "", "write the run's figures (and the comparison) as JSON to this file")
+	flags.register(f, "auto")
+	_ = f.Set("sim-tokens-per-second", "25000")
+	f.Lookup("sim-tokens-per-second").DefValue = "25000"
 	return cmd
 }
 
-func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, n int, model string) error {
+// demoResult is what the demo ran and measured.
+type demoResult struct {
+	Input  string                `json:"input"`
+	Result workflows.BatchResult `json:"result"`
+	Report report.Report         `json:"report"`
+}
+
+func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) (demoResult, error) {
 	// The input goes into the run's own folder, so requests, answers and report sit together.
 	runID := "demo-" + time.Now().UTC().Format("20060102-150405")
 	output := fmt.Sprintf("s3://%s/demo", env.stack.Bucket)
-	input := output + "/" + runID + "/requests.jsonl"
-	w, err := env.store.Create(ctx, input)
+	res := demoResult{Input: output + "/" + runID + "/requests.jsonl"}
+	w, err := env.store.Create(ctx, res.Input)
 	if err != nil {
-		return err
+		return res, err
 	}
-	if err := synth.WriteCandidates(w, synth.Options{N: n, Seed: 1}); err != nil {
+	if err := synth.WriteCandidates(w, synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, NoSchema: o.noSchema}); err != nil {
 		_ = w.Abort()
-		return err
+		return res, err
 	}
 	if err := w.Close(); err != nil {
-		return err
+		return res, err
 	}
-	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", n, input, runID, env.engine)
-	if err := a.submit(ctx, io.Discard, submitOptions{in: workflows.BatchInput{Input: input, Output: output, Model: model}, id: runID, wait: true}); err != nil {
-		return err
+	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", o.n, res.Input, runID, env.engine)
+	in := workflows.BatchInput{Input: res.Input, Output: output, Model: model, ChunkSize: o.chunkSize}
+	if err := a.submit(ctx, io.Discard, submitOptions{in: in, id: runID, wait: true}); err != nil {
+		return res, err
 	}
-	c, err := a.dial(ctx)
-	if err != nil {
-		return err
+	if err := runStatus(ctx, env.client, out, runID, false); err != nil {
+		return res, err
 	}
-	defer c.Close()
-	if err := runStatus(ctx, c, out, runID, false); err != nil {
-		return err
+	if err := env.client.GetWorkflow(ctx, runID, "").Get(ctx, &res.Result); err != nil {
+		return res, err
 	}
-	var rep report.Report
-	reportURI := output + "/" + runID + "/report.json"
-	if err := blob.ReadJSON(ctx, env.store, reportURI, &rep); err != nil {
-		return fmt.Errorf("read report: %w", err)
+	if err := blob.ReadJSON(ctx, env.store, res.Result.Report, &res.Report); err != nil {
+		return res, fmt.Errorf("read report: %w", err)
 	}
+	rep := res.Report
 	sim := ""
 	if rep.Simulated {
 		sim = " (SIMULATED)"
 	}
 	fmt.Fprintf(out, "\nthroughput%s: %.0f tokens/s, %.1f requests/s over %d engines; generation %.1f s of %.1f s total\n",
 		sim, rep.Tokens.TokensPerSecond, rep.Tokens.RequestsPerSecond, len(rep.Engines), rep.Timing.GenerationSeconds, rep.Timing.TotalSeconds)
+	for _, g := range rep.GPUs {
+		fmt.Fprintf(out, "GPU %d %s: peak %.1f of %.1f GiB, mean utilisation %.0f%%, %.0f W\n",
+			g.Index, g.Name, g.MemoryPeakGiB, g.MemoryTotalGiB, g.UtilizationMeanPct, g.PowerMeanWatts)
+	}
 	fmt.Fprintf(out, "the files stay on disk under %s (versitygw keeps s3://BUCKET/KEY at %s/BUCKET/KEY)\n",
 		env.dir, filepath.Join(env.dir, "s3"))
-	return nil
+	if o.summary != "" && !o.compareDirect {
+		return res, writeSummary(o.summary, res)
+	}
+	return res, nil
 }
 
 // localEnv is the local stack with workers attached.
@@ -138,17 +175,25 @@ type localEnv struct {
 	client  client.Client
 	store   blob.Store
 	workers *runningWorkers
-	engine  string
+	engine  string // in words, for people
+	// engineKind is the engine the workers run (auto resolved).
+	engineKind string
 }
 
+// stop stops workers, client and stack; a second call does nothing.
 func (e *localEnv) stop() {
 	if e.workers != nil {
 		e.workers.stop()
+		e.workers = nil
 	}
 	if e.client != nil {
 		e.client.Close()
+		e.client = nil
 	}
-	_ = e.stack.Stop()
+	if e.stack != nil {
+		_ = e.stack.Stop()
+		e.stack = nil
+	}
 }
 
 // startLocal starts the stack under dir, points the app's configuration at it, and
@@ -172,7 +217,7 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 	if !engineChosen || gpuCfg.Engine == "auto" {
 		gpuCfg.Engine = autoEngine(ctx, gpuCfg.Python, a.log)
 	}
-	env.engine = gpuCfg.Engine
+	env.engine, env.engineKind = gpuCfg.Engine, gpuCfg.Engine
 	if gpuCfg.Engine == workers.EngineSim {
 		env.engine = fmt.Sprintf("the SIMULATED engine (sim) on %d simulated GPUs at %.0f tokens/s each", gpuCfg.Slots, gpuCfg.Sim.TokensPerSecond)
 	}

@@ -24,6 +24,9 @@ type Options struct {
 	Seed      int64  // the same seed writes the same bytes
 	Model     string // body.model of every line; left out when ""
 	MaxTokens int    // DefaultMaxTokens when 0
+	// NoSchema leaves response_format out, for engines that cannot enforce a JSON
+	// schema (the transformers backend); the system prompt still asks for the JSON.
+	NoSchema bool
 }
 
 // Sampling of every line, the seed's settings.
@@ -46,7 +49,7 @@ type batchBody struct {
 	MaxTokens      int             `json:"max_tokens"`
 	Temperature    float64         `json:"temperature"`
 	TopP           float64         `json:"top_p"`
-	ResponseFormat json.RawMessage `json:"response_format"`
+	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
 }
 
 type message struct {
@@ -122,8 +125,10 @@ func newTemplate(opts Options) (*template, error) {
 			MaxTokens:      opts.MaxTokens,
 			Temperature:    temperature,
 			TopP:           topP,
-			ResponseFormat: responseFormat(),
 		},
+	}
+	if !opts.NoSchema {
+		line.Body.ResponseFormat = responseFormat()
 	}
 	t := &template{}
 	t.enc = json.NewEncoder(&t.str)

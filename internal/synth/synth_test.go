@@ -236,3 +236,12 @@ func BenchmarkWriteCandidates(b *testing.B) {
 		}
 	}
 }
+
+func TestNoSchemaLeavesResponseFormatOut(t *testing.T) {
+	var with, without strings.Builder
+	require.NoError(t, WriteCandidates(&with, Options{N: 3, Seed: 5}))
+	require.NoError(t, WriteCandidates(&without, Options{N: 3, Seed: 5, NoSchema: true}))
+	assert.Equal(t, 3, strings.Count(with.String(), `"response_format"`))
+	assert.NotContains(t, without.String(), `"response_format"`)
+	assert.Contains(t, without.String(), `"cand-00003"`)
+}
