@@ -1,18 +1,24 @@
 package engine
 
 import (
-	_ "embed"
+	"embed"
 	"fmt"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
-// runnerScript is runner.py, shipped inside the binary so a GPU host needs only
-// python3 and its engine packages, never a checkout of this repository.
+// runnerFiles are runner.py, the modules it imports and the model configs of
+// load_format=dummy, shipped inside the binary so a GPU host needs only python3 and
+// its engine packages, never a checkout of this repository. The runner's tests and
+// its contract stand-in for vllm stay out.
 //
-//go:embed runner/runner.py
-var runnerScript []byte
+//go:embed runner/runner.py runner/protocol.py runner/vllm_backend.py runner/hf_backend.py
+//go:embed models
+var runnerFiles embed.FS
 
 var (
 	runnerOnce sync.Once
@@ -20,8 +26,9 @@ var (
 	runnerErr  error
 )
 
-// runnerScriptPath writes runner.py to a private temporary folder once per worker
-// process; every engine it starts runs that one copy.
+// runnerScriptPath writes the runner to a private temporary folder once per worker
+// process (runner/* at its top, models/ beside them, as runner.py expects) and
+// returns the path of runner.py; every engine it starts runs that one copy.
 func runnerScriptPath() (string, error) {
 	runnerOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vbatch-runner-")
@@ -29,12 +36,31 @@ func runnerScriptPath() (string, error) {
 			runnerErr = fmt.Errorf("write engine runner: %w", err)
 			return
 		}
-		path := filepath.Join(dir, "runner.py")
-		if err := os.WriteFile(path, runnerScript, 0o600); err != nil {
-			runnerErr = fmt.Errorf("write engine runner: %w", err)
+		if err := writeRunnerFiles(dir); err != nil {
+			runnerErr = fmt.Errorf("write engine runner to %s: %w", dir, err)
 			return
 		}
-		runnerPath = path
+		runnerPath = filepath.Join(dir, "runner.py")
 	})
 	return runnerPath, runnerErr
+}
+
+func writeRunnerFiles(dir string) error {
+	return fs.WalkDir(runnerFiles, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := runnerFiles.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		dest := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(name, "runner/")))
+		if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dest, data, 0o600); err != nil {
+			return fmt.Errorf("%s: %w", path.Base(name), err)
+		}
+		return nil
+	})
 }

@@ -122,9 +122,9 @@ func newTemplate(opts Options) (*template, error) {
 				{Role: "system", Content: systemPrompt},
 				{Role: "user", Content: resumeSlot},
 			},
-			MaxTokens:      opts.MaxTokens,
-			Temperature:    temperature,
-			TopP:           topP,
+			MaxTokens:   opts.MaxTokens,
+			Temperature: temperature,
+			TopP:        topP,
 		},
 	}
 	if !opts.NoSchema {

@@ -346,15 +346,19 @@ class VLLMBackend(Backend):
 
     def submit(self, rid, request):
         sampling = sampling_of(request)
+        ids = prompt_token_ids(self.tokenizer, request)
+        if len(ids) >= self.max_model_len:
+            raise prompt_too_long(len(ids), self.max_model_len)
         try:
             kwargs, job = sampling_kwargs(sampling, self._structured_outputs_params)
+            # An answer ends with the context, whatever max_tokens asked: said here so
+            # it holds in every vLLM version (the sim backend does the same).
+            room = self.max_model_len - len(ids)
+            kwargs["max_tokens"] = room if kwargs["max_tokens"] is None else min(kwargs["max_tokens"], room)
             kwargs["output_kind"] = self._final_only  # one output a request, when done
             params = self._sampling_params(**kwargs)
         except ValueError as e:  # vLLM's validation of a sampling value
             raise RequestError(CODE_INVALID_REQUEST, str(e)) from e
-        ids = prompt_token_ids(self.tokenizer, request)
-        if len(ids) >= self.max_model_len:
-            raise prompt_too_long(len(ids), self.max_model_len)
         with self._lock:
             if rid in self._live:
                 raise RequestError(CODE_ENGINE_ERROR, f"duplicate request id {rid}")
