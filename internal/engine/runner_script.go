@@ -11,13 +11,14 @@ import (
 	"sync"
 )
 
-// runnerFiles are runner.py, the modules it imports and the model configs of
-// load_format=dummy, shipped inside the binary so a GPU host needs only python3 and
-// its engine packages, never a checkout of this repository. The runner's tests and
-// its contract stand-in for vllm stay out.
+// runnerFiles are runner.py, the modules it imports, direct.py (the direct-feed
+// baseline that RunDirect starts) and the model configs of load_format=dummy,
+// shipped inside the binary so a GPU host needs only python3 and its engine
+// packages, never a checkout of this repository. The runner's tests and its
+// contract stand-in for vllm stay out.
 //
 //go:embed runner/runner.py runner/protocol.py runner/vllm_backend.py runner/hf_backend.py
-//go:embed models
+//go:embed runner/direct.py models
 var runnerFiles embed.FS
 
 var (

@@ -13,7 +13,10 @@ get_result(timeout=) hands back each GenerationOutput (request_id, prompt_ids,
 generated_tokens, error, is_finished()) as it finishes, cancel_request(id) aborts
 and stop(block=, timeout=) ends it. Checked, with the search tool, against
 huggingface/transformers main (src/transformers/generation/continuous_batching/
-continuous_api.py, requests.py, cache.py, cb_logits_processors.py); not run here.
+continuous_api.py, requests.py, cache.py, cb_logits_processors.py), and run on an
+H100 with transformers 5.17.0 and torch 2.11.0+cu130: llama-3.6b with dummy
+weights, 256 chat requests through direct.py, and the protocol's abort, shutdown,
+stop sequences and per-request errors through runner.py.
 
 The manager samples every request with the one GenerationConfig it was started
 with (per-request temperature/top_p/top_k only exist in recent versions, behind a
@@ -47,7 +50,8 @@ from protocol import (
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Measured working on the H100 with transformers' paged attention over SDPA.
+# Measured working on the H100 (transformers 5.17, torch 2.11); config
+# "attn_implementation" overrides it, e.g. to try "paged|flash_attention_2".
 ATTN_IMPLEMENTATION = "paged|sdpa"
 DEFAULT_ENGINE_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 0}
 START_TIMEOUT_SECONDS = 600.0  # building the paged cache (and compiling) can be slow
@@ -56,26 +60,48 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 # ---------------------------------------------------------------------------
-# The byte tokenizer: for a dummy model shipped without tokenizer files.
+# The byte tokenizer: for a dummy model shipped without tokenizer files. Dummy
+# models pack four bytes a token, so a workload costs the GPU what it would with a
+# real tokenizer.
+DUMMY_BYTES_PER_TOKEN = 4
+
 
 class ByteTokenizer:
-    """Bytes of UTF-8 are token ids 0..255; BOS, EOS and PAD follow. It answers the
-    calls the runner makes of a Hugging Face tokenizer (encode, decode,
+    """Bytes of UTF-8 become token ids; BOS, EOS and PAD follow the 256 byte ids. It
+    answers the calls the runner makes of a Hugging Face tokenizer (encode, decode,
     apply_chat_template). A random-weights model draws ids from its whole
     vocabulary; ids past the specials decode to printable ASCII so that its text
-    has the length its token count suggests."""
+    has the length its token count suggests.
 
-    def __init__(self, vocab_size=128256, bos_token_id=256, eos_token_id=257, pad_token_id=258):
+    bytes_per_token > 1 packs that many bytes into one id above the specials, as a
+    BPE vocabulary packs about four bytes of English into a token: the GPU then does
+    the work a real tokenizer would give it for the same text (a 3,150-byte résumé is
+    about 790 tokens, not 3,150). Packed ids cannot be decoded back to the prompt's
+    bytes, which nothing needs: only a random-weights model's output is decoded."""
+
+    def __init__(self, vocab_size=128256, bos_token_id=256, eos_token_id=257, pad_token_id=258,
+                 bytes_per_token=1):
         if min(bos_token_id, eos_token_id, pad_token_id) < 256:
             raise ValueError("the byte tokenizer's special ids must come after the 256 byte ids")
+        if bytes_per_token < 1:
+            raise ValueError("bytes_per_token must be at least 1")
         self.vocab_size = vocab_size
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
+        self.bytes_per_token = bytes_per_token
         self._specials = {bos_token_id, eos_token_id, pad_token_id}
+        self._first_packed = max(self._specials) + 1
 
     def encode(self, text, add_special_tokens=True):
-        ids = list(text.encode("utf-8"))
+        data = text.encode("utf-8")
+        k = self.bytes_per_token
+        if k == 1:
+            ids = list(data)
+        else:
+            span = self.vocab_size - self._first_packed
+            ids = [self._first_packed + int.from_bytes(data[i:i + k], "little") % span
+                   for i in range(0, len(data), k)]
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
     def decode(self, ids, skip_special_tokens=True):
@@ -87,7 +113,7 @@ class ByteTokenizer:
             elif 0 <= i < 256:
                 out.append(i)
             else:
-                out.append(32 + i % 95)
+                out.extend(32 + (i + j) % 95 for j in range(self.bytes_per_token))
         return out.decode("utf-8", "replace")
 
     def apply_chat_template(self, conversation, tokenize=True, add_generation_prompt=False, **_):
@@ -234,6 +260,7 @@ class TransformersBackend(Backend):
     def __init__(self, config, emitter, log):
         super().__init__(config, emitter, log)
         self.sampling = engine_sampling(config)
+        self.attn_implementation = config.get("attn_implementation") or ATTN_IMPLEMENTATION
         self.manager = None
         self.tokenizer = None
         self.max_model_len = 0
@@ -258,15 +285,16 @@ class TransformersBackend(Backend):
             hf_config = AutoConfig.from_pretrained(folder)
             with torch.device("cuda"):
                 model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16,
-                                                         attn_implementation=ATTN_IMPLEMENTATION)
+                                                         attn_implementation=self.attn_implementation)
             if any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
                 self.tokenizer = AutoTokenizer.from_pretrained(folder)
             else:
                 self.tokenizer = ByteTokenizer(hf_config.vocab_size, hf_config.bos_token_id,
-                                               hf_config.eos_token_id, hf_config.pad_token_id)
+                                               hf_config.eos_token_id, hf_config.pad_token_id,
+                                               bytes_per_token=DUMMY_BYTES_PER_TOKEN)
         else:
             model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.bfloat16,
-                                                         attn_implementation=ATTN_IMPLEMENTATION,
+                                                         attn_implementation=self.attn_implementation,
                                                          device_map="cuda")
             self.tokenizer = AutoTokenizer.from_pretrained(model_name)
         model.eval()
@@ -314,7 +342,7 @@ class TransformersBackend(Backend):
             "weights_gib": round(weight_bytes / GIB, 3),
             "parameters": parameters,
             "dummy_weights": dummy,
-            "attn_implementation": ATTN_IMPLEMENTATION,
+            "attn_implementation": self.attn_implementation,
             "sampling": self.sampling,
             "cuda_memory_allocated_gib": round(torch.cuda.memory_allocated() / GIB, 3),
             "cuda_memory_reserved_gib": round(torch.cuda.memory_reserved() / GIB, 3),

@@ -7,7 +7,9 @@ binary and starts it as
 
 with config = {backend, model, max_model_len, gpu_memory_utilization,
 enable_prefix_caching, tensor_parallel_size, kv_cache_dtype, load_format,
-sim: {tokens_per_second, batch_size, prefill_factor, load_seconds, crash_on}}.
+sim: {tokens_per_second, batch_size, prefill_factor, load_seconds, crash_on}}; the
+transformers backend also reads sampling {temperature, top_p, top_k, seed} (its one
+sampling setting) and attn_implementation.
 
 Protocol (one JSON object a line; stdout carries only these, stderr is the log):
   runner -> {"event":"ready", backend, simulated, model, versions, max_model_len,
@@ -18,7 +20,10 @@ Protocol (one JSON object a line; stdout carries only these, stderr is the log):
   worker -> {"op":"abort","id":...}
   worker -> {"op":"shutdown"}                            abort what is left, exit 0
   runner -> {"event":"result","id","text","finish_reason","prompt_tokens",
-             "completion_tokens","cached_tokens","simulated"}  as each finishes
+             "completion_tokens","cached_tokens","simulated"}  as each finishes;
+             the vllm backend adds "choices" (each choice's text, finish_reason,
+             completion_tokens, logprobs) when n > 1 or logprobs were asked, and
+             "logprobs" (OpenAI's chat shape) for the first choice
   runner -> {"event":"error","id","code","message"}      that request alone failed
 stdin EOF finishes what was submitted, then exits 0. A GPU engine that breaks while
 serving exits with status 4; the sim's crash_on fault exits with status 3.
@@ -48,7 +53,6 @@ from protocol import (  # noqa: F401  (re-exported: tests and direct.py use runn
     CODE_ENGINE_ERROR,
     CODE_INVALID_REQUEST,
     CODE_PROMPT_TOO_LONG,
-    EXIT_ENGINE_FAILED,
     EXIT_LOAD_FAILED,
     EXIT_SIM_CRASH,
     Backend,
