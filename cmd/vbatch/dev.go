@@ -13,6 +13,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/devstack"
+	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/synth"
 	"github.com/vbatch/vbatch/workers"
@@ -63,7 +64,10 @@ vLLM, else the simulator on 2 simulated GPUs. Writes .vbatch/env, so that anothe
 type demoOptions struct {
 	n, maxTokens, chunkSize int
 	noSchema, compareDirect bool
-	summary                 string
+	// directFirst runs the direct baseline before the pipeline, so that repeated
+	// smoke runs can alternate the order and show any drift of the GPU between them.
+	directFirst bool
+	summary     string
 }
 
 func (a *app) demoCmd() *cobra.Command {
@@ -83,20 +87,38 @@ With --compare-direct it is also a GPU smoke test: after the run it feeds the sa
 requests to the same backend directly (no Temporal, no S3, no worker) and prints
 pipeline tokens/s over direct tokens/s.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
 			gpuCfg := flags.config()
+			var direct *engine.DirectSummary
+			if o.compareDirect && o.directFirst {
+				if !cmd.Flags().Changed("engine") || gpuCfg.Engine == "auto" {
+					gpuCfg.Engine = autoEngine(ctx, gpuCfg.Python, a.log)
+				}
+				d, err := a.runDirect(ctx, out, gpuCfg, o)
+				if err != nil {
+					return err
+				}
+				direct = &d
+			}
 			env, err := a.startLocal(ctx, filepath.Join(stateDir, "demo"), &flags, cmd.Flags().Changed("engine"))
 			if err != nil {
 				return err
 			}
-			res, err := a.demo(ctx, cmd.OutOrStdout(), env, o, gpuCfg.Model)
+			res, err := a.demo(ctx, out, env, o, gpuCfg.Model)
 			// The engines leave the GPU before a direct run needs it.
 			env.stop()
 			if err != nil || !o.compareDirect {
 				return err
 			}
-			gpuCfg.Engine = env.engineKind
-			return a.compareDirect(ctx, cmd.OutOrStdout(), res, gpuCfg, o)
+			if direct == nil {
+				gpuCfg.Engine = env.engineKind
+				d, err := a.runDirect(ctx, out, gpuCfg, o)
+				if err != nil {
+					return err
+				}
+				direct = &d
+			}
+			return printComparison(out, res, *direct, o)
 		},
 	}
 	f := cmd.Flags()
@@ -105,6 +127,7 @@ pipeline tokens/s over direct tokens/s.`,
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.BoolVar(&o.noSchema, "no-schema", false, "leave response_format out (engines that cannot enforce a schema)")
 	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
+	f.BoolVar(&o.directFirst, "direct-first", false, "with --compare-direct, run the direct baseline before the pipeline")
 	f.StringVar(&o.summary, "summary", "", "write the run's figures (and the comparison) as JSON to this file")
 	flags.register(f, "auto")
 	_ = f.Set("sim-tokens-per-second", "25000")

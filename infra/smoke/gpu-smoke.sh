@@ -4,7 +4,7 @@
 # Needs python3 with torch and transformers; no Go, no network, no model weights:
 # the transformers backend builds a Llama-shaped model with random weights.
 #
-#   bash .device/gpu-smoke.sh RESULTS_DIR [N] [MAX_TOKENS]
+#   bash .device/gpu-smoke.sh RESULTS_DIR [N] [MAX_TOKENS] [direct-first]
 #
 # It runs N synthetic candidate requests through Temporal, versitygw and the GPU
 # worker, then feeds the same requests to the same backend directly, and leaves the
@@ -13,6 +13,8 @@ set -euo pipefail
 results=${1:?results folder}
 n=${2:-500}
 max_tokens=${3:-64}
+order=()
+[ "${4:-}" = direct-first ] && order=(--direct-first)
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$results" "$here/bin"
 for f in vbatch temporal versitygw; do
@@ -28,7 +30,7 @@ cd "$work"
 } 2>&1 | tee "$results/host.txt"
 set +e
 "$VBATCH_BIN_DIR/vbatch" demo --engine transformers --load-format dummy --model llama-3.6b \
-  --n "$n" --max-tokens "$max_tokens" --no-schema --compare-direct --summary "$results/smoke.json" \
+  --n "$n" --max-tokens "$max_tokens" --no-schema --compare-direct "${order[@]}" --summary "$results/smoke.json" \
   >"$results/demo.log" 2>&1
 status=$?
 set -e
