@@ -84,3 +84,25 @@ func WriteTable(w io.Writer, devs []Device) {
 }
 
 func gib(b uint64) float64 { return float64(b) / (1 << 30) }
+
+// Select keeps the devices whose NVML index is listed, in the listed order; none
+// listed keeps them all. An index that no device has is an error naming the ones
+// that exist.
+func Select(devs []Device, indexes []int) ([]Device, error) {
+	if len(indexes) == 0 {
+		return devs, nil
+	}
+	byIndex := map[int]Device{}
+	for _, d := range devs {
+		byIndex[d.Index] = d
+	}
+	out := make([]Device, 0, len(indexes))
+	for _, i := range indexes {
+		d, ok := byIndex[i]
+		if !ok {
+			return nil, fmt.Errorf("no GPU with index %d (this host has %d: indexes 0 to %d)", i, len(devs), len(devs)-1)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}

@@ -122,3 +122,18 @@ func TestWriteTable(t *testing.T) {
 		t.Fatalf("WriteTable(nil) = %q, want %q", buf.String(), "no GPUs\n")
 	}
 }
+
+func TestSelectKeepsTheListedGPUs(t *testing.T) {
+	devs := []Device{{Index: 0, UUID: "GPU-a"}, {Index: 1, UUID: "GPU-b"}, {Index: 2, UUID: "GPU-c"}}
+	all, err := Select(devs, nil)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("no indexes: %v %v, want all three", all, err)
+	}
+	some, err := Select(devs, []int{2, 0})
+	if err != nil || len(some) != 2 || some[0].UUID != "GPU-c" || some[1].UUID != "GPU-a" {
+		t.Fatalf("indexes 2,0: %v %v", some, err)
+	}
+	if _, err := Select(devs, []int{3}); err == nil || !strings.Contains(err.Error(), "no GPU with index 3") {
+		t.Fatalf("index 3: %v, want an error naming it", err)
+	}
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Multi-GPU scaling run: the same workload through one GPU worker with an engine on
+# every GPU of the host, then with --gpu-ids 0 (one GPU), from the bundle that
+# `go tool task gpu:bundle` builds into .device/. Needs python3 with torch and
+# transformers; the transformers backend runs the shipped Llama-shaped config with
+# random weights.
+#
+#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64] [CHUNK_SIZE=125]
+#
+# Leaves all.json and one.json (demo summaries with each run's report) in RESULTS_DIR
+# and prints all-GPU tokens/s over (GPUs × one-GPU tokens/s).
+set -euo pipefail
+results=${1:?results folder}
+n=${2:-1000}
+max_tokens=${3:-64}
+chunk=${4:-125}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$results" "$here/bin"
+for f in vbatch temporal versitygw; do
+  [ -x "$here/bin/$f" ] || { xz -dc "$here/$f.xz" > "$here/bin/$f"; chmod +x "$here/bin/$f"; }
+done
+export VBATCH_BIN_DIR="$here/bin" PYTHONUNBUFFERED=1
+cd "$(mktemp -d)"
+"$VBATCH_BIN_DIR/vbatch" gpus | tee "$results/host.txt"
+run() { # NAME EXTRA-FLAGS...
+  local name=$1; shift
+  "$VBATCH_BIN_DIR/vbatch" demo --engine transformers --load-format dummy --model llama-3.6b \
+    --n "$n" --max-tokens "$max_tokens" --no-schema --chunk-size "$chunk" --summary "$results/$name.json" "$@" \
+    >"$results/$name.log" 2>&1
+  grep -E "^(status|answered|errors|throughput|GPU)" "$results/$name.log" | sed "s/^/[$name] /"
+}
+run all
+run one --gpu-ids 0
+python3 - "$results" <<'PY'
+import json, sys
+d = sys.argv[1]
+a, o = (json.load(open(f"{d}/{n}.json"))["report"] for n in ("all", "one"))
+gpus = len(a["engines"])
+ratio = a["tokens"]["tokens_per_second"] / (gpus * o["tokens"]["tokens_per_second"])
+print(f"{gpus} GPUs: {a['tokens']['tokens_per_second']:.0f} tokens/s; one GPU: {o['tokens']['tokens_per_second']:.0f} tokens/s; "
+      f"ratio {ratio:.3f}; GPU UUIDs busy: {sorted({g['uuid'] for g in a['gpus'] if g['utilization_mean_pct'] > 0})}")
+json.dump({"gpus": gpus, "ratio": ratio}, open(f"{d}/scaling.json", "w"))
+PY
