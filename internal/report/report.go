@@ -1,9 +1,19 @@
 // Package report owns a run's benchmark report: the figures measured from the run's
-// folder (plan, merged outputs, every chunk attempt's result and GPU telemetry) and
-// their renderings. The sections follow the seed report that vbatch started from.
+// folder (plan, merged outputs, every chunk attempt's result and GPU telemetry), the
+// comparison with the previous run of the same series, and their renderings:
+// report.json, report.md and a self-contained report.html with SVG charts. The
+// sections follow the seed report that vbatch started from.
+//
+// Files: report.go (the Report and Build), measure.go (Measure: reading the run's
+// folder), answers.go (the one pass over output.jsonl, the chunks and errors.jsonl),
+// schema.go (JSON-schema checks), derive.go (sections computed from the others),
+// series.go (time series), compare.go (previous run, score changes), publish.go
+// (writing the files, the series index), doc.go (the report as sections of tables),
+// markdown.go, html.go and svg.go (the renderings).
 package report
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -11,7 +21,9 @@ import (
 	"github.com/vbatch/vbatch/internal/run"
 )
 
-// Report is report.json.
+// Report is report.json. Sections that a run did not record (an older report.json,
+// a run rendered without its folder) are nil or empty, and the renderings say
+// "not recorded" for them rather than show zeros.
 type Report struct {
 	Title     string            `json:"title"`
 	RunID     string            `json:"run_id"`
@@ -20,16 +32,37 @@ type Report struct {
 	Input     string            `json:"input"`
 	Model     string            `json:"model"`
 	Labels    map[string]string `json:"labels,omitempty"`
-	Engines   []EngineSummary   `json:"engines"`
-	GPUs      []GPUSummary      `json:"gpus,omitempty"` // NVML telemetry while chunks ran; none on hosts without GPUs
-	Counts    Counts            `json:"counts"`
-	Tokens    Tokens            `json:"tokens"`
-	Timing    Timing            `json:"timing"`
-	Chunks    []ChunkSummary    `json:"chunks"`
-	Files     Files             `json:"files"`
+	// Notes are said under the title, for what the figures cannot say themselves
+	// (random weights, how a report was regenerated).
+	Notes     []string        `json:"notes,omitempty"`
+	Generated time.Time       `json:"generated,omitzero"`
+	Engines   []EngineSummary `json:"engines"`
+	GPUs      []GPUSummary    `json:"gpus,omitempty"` // NVML telemetry while chunks ran; none on hosts without GPUs
+	Config    RunConfig       `json:"config"`
+	Memory    []Memory        `json:"memory,omitempty"`
+	Counts    Counts          `json:"counts"`
+	Tokens    Tokens          `json:"tokens"`
+	// TokenStats are the per-request distributions, measured from output.jsonl.
+	TokenStats  *TokenStats    `json:"token_stats,omitempty"`
+	Context     ContextUse     `json:"context"`
+	Timing      Timing         `json:"timing"`
+	Reliability Reliability    `json:"reliability"`
+	Quality     *Quality       `json:"quality,omitempty"`
+	Sample      *Sample        `json:"sample,omitempty"`
+	Projection  Projection     `json:"projection"`
+	Series      Series         `json:"series"`
+	Chunks      []ChunkSummary `json:"chunks"`
+	Files       Files          `json:"files"`
+	Comparison  *Comparison    `json:"comparison,omitempty"`
 	// EngineIdleFraction is the engines' idle time while they had chunks left, over
 	// their active time, all engines together.
 	EngineIdleFraction float64 `json:"engine_idle_fraction"`
+
+	// scores are the answers' candidate scores by custom_id, kept from Measure's
+	// pass over output.jsonl for the comparison with the next run; never written.
+	scores map[string]string
+	// heartbeat is Inputs.Heartbeat, for Publish's reading of the previous run.
+	heartbeat func()
 }
 
 // EngineSummary is one engine that answered chunks of the run.
@@ -43,9 +76,19 @@ type EngineSummary struct {
 	ActiveSeconds float64 `json:"active_seconds"`
 	BusySeconds   float64 `json:"busy_seconds"`
 	IdleFraction  float64 `json:"idle_fraction"`
+	// Tokens are the prompt and completion tokens of the answers this engine
+	// produced, over the time from its first chunk's start to its last chunk's end.
+	Tokens          int64   `json:"tokens,omitempty"`
+	WallSeconds     float64 `json:"wall_seconds,omitempty"`
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 
 	first, last run.BusySample
 }
+
+// Name is how the report names an engine: worker/slot.
+func (e EngineSummary) Name() string { return engineName(e.Worker, e.Slot) }
+
+func engineName(worker string, slot int) string { return fmt.Sprintf("%s/%d", worker, slot) }
 
 // GPUSummary is one GPU's NVML telemetry over the chunks that ran on it. Chunks that
 // overlapped on one GPU weigh its samples more than once in the means.
@@ -119,6 +162,11 @@ type Files struct {
 	Manifest    string `json:"manifest"`
 	OutputBytes int64  `json:"output_bytes"`
 	ErrorsBytes int64  `json:"errors_bytes"`
+	OutputLines int    `json:"output_lines,omitempty"`
+	ErrorsLines int    `json:"errors_lines,omitempty"`
+	// Report are the report's own files, relative to its folder: report.json,
+	// report.md, report.html and the charts, as WriteFiles wrote them.
+	Report []string `json:"report,omitempty"`
 }
 
 // Inputs are the measurements a report is built from.
@@ -134,6 +182,10 @@ type Inputs struct {
 	Attempts                       []run.AttemptResult
 	Output, ErrorsURI, Manifest    string
 	OutputBytes, ErrorsBytes       int64
+	// Heartbeat, when set, is called at every chunk and every few thousand lines
+	// while Measure and then Publish read the run's files, so that an activity can
+	// heartbeat through a long report.
+	Heartbeat func()
 }
 
 // Build computes a report from its inputs.
@@ -145,6 +197,7 @@ func Build(in Inputs) Report {
 		Files: Files{Output: in.Output, Errors: in.ErrorsURI, Manifest: in.Manifest, OutputBytes: in.OutputBytes, ErrorsBytes: in.ErrorsBytes},
 	}
 	engines := map[[2]any]*EngineSummary{}
+	spans := map[[2]any][2]time.Time{}
 	for _, a := range in.Attempts {
 		r.Simulated = r.Simulated || a.Engine.Simulated
 		if a.Attempt > 1 {
@@ -163,6 +216,14 @@ func Build(in Inputs) Report {
 		if end := a.EngineBusy[1]; end.Time.After(e.last.Time) {
 			e.last = end
 		}
+		span := spans[key]
+		if span[0].IsZero() || a.Started.Before(span[0]) {
+			span[0] = a.Started
+		}
+		if a.Finished.After(span[1]) {
+			span[1] = a.Finished
+		}
+		spans[key] = span
 		if a.Engine.LoadSeconds > r.Timing.ModelLoadSeconds {
 			r.Timing.ModelLoadSeconds = a.Engine.LoadSeconds
 		}
@@ -172,7 +233,7 @@ func Build(in Inputs) Report {
 	}
 	r.GPUs = gpuSummaries(in.Attempts)
 	var active, busy float64
-	for _, e := range engines {
+	for key, e := range engines {
 		// A restarted engine starts its clock again: its span cannot be measured.
 		if !e.first.Time.IsZero() && e.last.Time.After(e.first.Time) && e.last.BusySeconds >= e.first.BusySeconds {
 			e.ActiveSeconds = e.last.Time.Sub(e.first.Time).Seconds()
@@ -181,6 +242,7 @@ func Build(in Inputs) Report {
 			active += e.ActiveSeconds
 			busy += e.BusySeconds
 		}
+		e.WallSeconds = spans[key][1].Sub(spans[key][0]).Seconds()
 		r.Engines = append(r.Engines, *e)
 	}
 	if active > 0 {
@@ -200,29 +262,53 @@ func Build(in Inputs) Report {
 	})
 
 	r.Timing.Started, r.Timing.Finished = in.Started, in.Finished
-	r.Timing.PlanSeconds = in.Generation.Sub(in.Started).Seconds()
-	r.Timing.GenerationSeconds = in.MergeStarted.Sub(in.Generation).Seconds()
-	r.Timing.FinishSeconds = in.Finished.Sub(in.MergeStarted).Seconds()
-	r.Timing.TotalSeconds = in.Finished.Sub(in.Started).Seconds()
+	r.Timing.PlanSeconds = seconds(in.Started, in.Generation)
+	r.Timing.GenerationSeconds = seconds(in.Generation, in.MergeStarted)
+	r.Timing.FinishSeconds = seconds(in.MergeStarted, in.Finished)
+	r.Timing.TotalSeconds = seconds(in.Started, in.Finished)
 
-	t := &r.Tokens
-	t.Prompt, t.Completion, t.Total = in.PromptTokens, in.CompletionTokens, in.PromptTokens+in.CompletionTokens
-	if in.Answered > 0 {
-		t.AvgPrompt = float64(t.Prompt) / float64(in.Answered)
-		t.AvgCompletion = float64(t.Completion) / float64(in.Answered)
-	}
-	if s := r.Timing.GenerationSeconds; s > 0 {
-		t.TokensPerSecond = float64(t.Total) / s
-		t.RequestsPerSecond = float64(in.Answered) / s
-		if len(r.Engines) > 0 {
-			t.PerEngineTokensPerS = t.TokensPerSecond / float64(len(r.Engines))
-		}
-	}
+	r.Tokens.Prompt, r.Tokens.Completion = in.PromptTokens, in.CompletionTokens
+	r.rates()
 	r.Title = "vbatch run " + in.RunID
 	if r.Simulated {
 		r.Title += " (SIMULATED engine: no real inference; throughput figures are simulated)"
 	}
 	return r
+}
+
+// ping calls a heartbeat function that may be nil.
+func ping(heartbeat func()) {
+	if heartbeat != nil {
+		heartbeat()
+	}
+}
+
+// seconds is the time from a to b, 0 when either is not known.
+func seconds(a, b time.Time) float64 {
+	if a.IsZero() || b.IsZero() {
+		return 0
+	}
+	return b.Sub(a).Seconds()
+}
+
+// rates computes the token totals, averages and rates from the token counts, the
+// answered count and the generation time.
+func (r *Report) rates() {
+	t := &r.Tokens
+	t.Total = t.Prompt + t.Completion
+	t.AvgPrompt, t.AvgCompletion = 0, 0
+	if n := r.Counts.Answered; n > 0 {
+		t.AvgPrompt = float64(t.Prompt) / float64(n)
+		t.AvgCompletion = float64(t.Completion) / float64(n)
+	}
+	t.TokensPerSecond, t.RequestsPerSecond, t.PerEngineTokensPerS = 0, 0, 0
+	if s := r.Timing.GenerationSeconds; s > 0 {
+		t.TokensPerSecond = float64(t.Total) / s
+		t.RequestsPerSecond = float64(r.Counts.Answered) / s
+		if len(r.Engines) > 0 {
+			t.PerEngineTokensPerS = t.TokensPerSecond / float64(len(r.Engines))
+		}
+	}
 }
 
 const gib = 1 << 30

@@ -77,7 +77,7 @@ SIM_LOG_PREFIX = "vbatch-runner[sim: SIMULATED, no real inference]"
 SIM_BYTES_PER_TOKEN = 4  # the simulated tokenizer: 4 bytes of UTF-8 a token
 
 _RECOMMENDATIONS = ["Strong Yes", "Yes", "Maybe", "No", "Strong No"]
-_RATINGS = ["Great", "Good", "Average", "Poor"]
+_RATINGS = ["Great", "Good", "Okay", "Poor"]  # the rubric's scale (internal/synth/rubric.go)
 _SCHOOLS = ["MIT", "Stanford", "Carnegie Mellon", "UC Berkeley", "Georgia Tech",
             "the University of Waterloo", "ETH Zurich", "a state university",
             "a regional college", "IIT Bombay", "the University of Toronto"]
@@ -144,7 +144,7 @@ _EXTRAS_NOT_SWE = [
 
 _REC_WORDS = {"Strong Yes": "strong", "Yes": "good", "Maybe": "possible",
               "No": "weak", "Strong No": "poor"}
-_RATING_WORDS = {"Great": "strong", "Good": "solid", "Average": "moderate", "Poor": "weak"}
+_RATING_WORDS = {"Great": "strong", "Good": "solid", "Okay": "moderate", "Poor": "weak"}
 
 
 def sim_prompt_tokens(request):

@@ -58,7 +58,7 @@ class SimAnswerTest(unittest.TestCase):
                                              "trajectory", "is_software_engineer"})
             for key in ("educational_pedigree", "company_pedigree", "trajectory"):
                 self.assertEqual(set(analysis[key]), {"rating", "reasoning"})
-                self.assertIn(analysis[key]["rating"], ["Great", "Good", "Average", "Poor"])
+                self.assertIn(analysis[key]["rating"], ["Great", "Good", "Okay", "Poor"])
                 self.assertTrue(analysis[key]["reasoning"])
             self.assertIsInstance(analysis["is_software_engineer"]["value"], bool)
             self.assertTrue(analysis["is_software_engineer"]["reasoning"])
@@ -75,7 +75,7 @@ class SimAnswerTest(unittest.TestCase):
                  for i in range(50)}
         self.assertGreater(len(texts), 45, "different candidates get different evaluations")
         ratings = {json.loads(t)["analysis"]["trajectory"]["rating"] for t in texts}
-        self.assertEqual(ratings, {"Great", "Good", "Average", "Poor"})
+        self.assertEqual(ratings, {"Great", "Good", "Okay", "Poor"})
 
         request = chat("Resume 7", response_format=JSON_SCHEMA, seed=3)
         other_id = dict(request, custom_id="another", line=99)
