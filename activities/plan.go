@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
@@ -25,6 +26,9 @@ import (
 type Control struct {
 	Store  blob.Store
 	Logger *zap.Logger
+	// Temporal looks up the input of an earlier run for PlanRetry; nil disables
+	// the lookup (a retry must then name the run's input).
+	Temporal client.Client
 }
 
 // heartbeatEvery is how often a long storage activity says it is alive.

@@ -18,6 +18,14 @@ const (
 	// ErrTypeEngineDied marks a chunk attempt whose engine process died; the next
 	// attempt resumes from the checkpoint on a restarted engine.
 	ErrTypeEngineDied = "EngineDied"
+	// ErrTypeWorkerStopping marks a chunk attempt cut short by its worker's graceful
+	// stop; what it answered is checkpointed and another worker resumes it.
+	ErrTypeWorkerStopping = "WorkerStopping"
+	// ErrTypeCheckpoint marks a chunk attempt that could not write its answers to
+	// object storage for longer than it may keep them in memory.
+	ErrTypeCheckpoint = "CheckpointFailed"
+	// ErrTypeInjectedFault marks a failure injected by a test-only worker flag.
+	ErrTypeInjectedFault = "InjectedFault"
 )
 
 // PlanInput asks Plan to split an input file into the run's chunks.
@@ -62,6 +70,14 @@ type GenerateInput struct {
 	Model             string        `json:"model"`
 	CheckpointEvery   int           `json:"checkpoint_every"`
 	CheckpointSeconds int           `json:"checkpoint_seconds"`
+	// AttemptBase is the number of attempts earlier runs made on this chunk (a
+	// retry run's chunks): Temporal's attempt n is stored as attempt AttemptBase+n,
+	// so keys never collide and sort after the earlier ones. Engine deaths of those
+	// earlier attempts are not held against any request.
+	AttemptBase int `json:"attempt_base,omitempty"`
+	// RetryEngineErrors redoes the requests whose answer from an earlier run is an
+	// engine_error.
+	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
 }
 
 // GenerateResult is what one chunk's successful attempt did.
@@ -71,6 +87,7 @@ type GenerateResult struct {
 	Answered         int     `json:"answered"` // answers, this attempt's and resumed ones
 	Failed           int     `json:"failed"`   // per-request errors
 	Resumed          int     `json:"resumed"`
+	Blamed           int     `json:"blamed,omitempty"` // requests recorded as engine_error for crashing the engine
 	PromptTokens     int64   `json:"prompt_tokens"`
 	CompletionTokens int64   `json:"completion_tokens"`
 	Seconds          float64 `json:"seconds"`
@@ -113,6 +130,36 @@ type MergeResult struct {
 	ErrorsBytes      int64          `json:"errors_bytes"`
 }
 
+// RetryInput asks PlanRetry what is left to do in an earlier run.
+type RetryInput struct {
+	// RetryOf is the earlier run's workflow id.
+	RetryOf string `json:"retry_of"`
+	// Input and Output, when given, locate the earlier run's folder directly
+	// (<output or the input's folder>/<run id>/) instead of looking its input up in
+	// Temporal: for runs whose history is gone.
+	Input             string `json:"input,omitempty"`
+	Output            string `json:"output,omitempty"`
+	RetryEngineErrors bool   `json:"retry_engine_errors,omitempty"`
+}
+
+// RetryPlan is an earlier run's folder and plan, and the chunks that still have
+// requests without an answer (or, with RetryEngineErrors, with an engine_error).
+type RetryPlan struct {
+	Run   run.Layout   `json:"run"`
+	Input string       `json:"input"`
+	Model string       `json:"model"`
+	Plan  PlanResult   `json:"plan"` // the earlier run's plan, every chunk
+	Redo  []RetryChunk `json:"redo"`
+}
+
+// RetryChunk is one chunk a retry redoes.
+type RetryChunk struct {
+	Index        int `json:"index"`
+	AttemptBase  int `json:"attempt_base"`
+	Missing      int `json:"missing"`       // requests without any answer
+	EngineErrors int `json:"engine_errors"` // requests whose answer is an engine_error
+}
+
 // ReportInput is everything the workflow knows that the run's folder does not.
 type ReportInput struct {
 	Run               run.Layout        `json:"run"`
@@ -120,6 +167,7 @@ type ReportInput struct {
 	Model             string            `json:"model"`
 	Status            string            `json:"status"`
 	Labels            map[string]string `json:"labels,omitempty"`
+	RetryOf           string            `json:"retry_of,omitempty"`
 	Plan              PlanSummary       `json:"plan"`
 	Merge             MergeResult       `json:"merge"`
 	FailedChunks      []ChunkFailure    `json:"failed_chunks,omitempty"`

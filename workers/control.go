@@ -20,6 +20,6 @@ import (
 func NewControl(c client.Client, store blob.Store, log *zap.Logger) worker.Worker {
 	w := worker.New(c, workflows.ControlTaskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.BatchInference, workflow.RegisterOptions{Name: workflows.WorkflowType})
-	w.RegisterActivityWithOptions(&activities.Control{Store: store, Logger: log}, activity.RegisterOptions{})
+	w.RegisterActivityWithOptions(&activities.Control{Store: store, Logger: log, Temporal: c}, activity.RegisterOptions{})
 	return w
 }

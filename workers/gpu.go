@@ -36,6 +36,8 @@ type GPUConfig struct {
 	// Slots is the number of simulated GPUs for the sim engine, and of parallel
 	// client slots for openai; vllm and transformers take one slot per GPU group.
 	Slots int
+	// DeviceIndexes limits real engines to these NVML GPU indexes; none means every GPU.
+	DeviceIndexes []int
 	// ChunksPerEngine is how many chunks an engine works on at once: more than one,
 	// so an engine never drains to empty between chunks.
 	ChunksPerEngine int
@@ -44,8 +46,17 @@ type GPUConfig struct {
 	OpenAI          engine.OpenAIConfig
 	Python          string
 	Name            string // this worker's name in reports; default host:pid
-	StopTimeout     time.Duration
+	// StopTimeout is how long a stopping worker waits for its chunks to
+	// checkpoint and hand back their work.
+	StopTimeout time.Duration
+	// FaultFailChunks is a test-only fault (the hidden --fault-fail-chunk flag):
+	// these chunk indexes fail on every attempt.
+	FaultFailChunks []int
 }
+
+// heartbeatThrottle is the longest a GPU worker holds back a chunk's heartbeat; the
+// SDK's default (up to 60 s) would let a cancelled chunk run on for a minute.
+const heartbeatThrottle = 5 * time.Second
 
 // GPUWorker is a started GPU worker: engines warm, not yet polling.
 type GPUWorker struct {
@@ -81,10 +92,16 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 	w.Worker = worker.New(c, queue, worker.Options{
 		MaxConcurrentActivityExecutionSize: len(groups) * cfg.ChunksPerEngine,
 		WorkerStopTimeout:                  cfg.StopTimeout,
+		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
 	})
 	w.RegisterActivityWithOptions(&activities.GPU{
 		Store: store, Engines: w.pool, Model: cfg.Model, Worker: cfg.Name, Monitor: w.monitor, Logger: log,
+		FaultFailChunks: cfg.FaultFailChunks,
 	}, activity.RegisterOptions{})
+	if len(cfg.FaultFailChunks) > 0 {
+		log.Warn("FAULT INJECTION: this worker fails chunks on every attempt (--fault-fail-chunk); never use it in production",
+			zap.Ints("chunks", cfg.FaultFailChunks))
+	}
 	ready := w.pool.slots[0].engine.Ready()
 	log.Info("GPU worker ready", zap.String("queue", queue), zap.String("model", cfg.Model),
 		zap.String("engine", ready.Backend), zap.Bool("simulated", ready.Simulated), zap.Int("engines", len(groups)),
@@ -119,6 +136,9 @@ func (w *GPUWorker) slots(ctx context.Context, cfg GPUConfig, log *zap.Logger) (
 	if err := checkPythonModule(ctx, cfg.Python, cfg.Engine); err != nil {
 		return nil, err
 	}
+	if devs, discoverErr = gpu.Select(devs, cfg.DeviceIndexes); discoverErr != nil {
+		return nil, discoverErr
+	}
 	w.devices = devs
 	tp := max(cfg.Settings.TensorParallelSize, 1)
 	groups, err := gpu.Groups(devs, tp)
@@ -144,8 +164,9 @@ func (w *GPUWorker) stopMonitor() {
 	}
 }
 
-// Stop stops polling, waits for running chunks up to the stop timeout, then shuts
-// the engines down.
+// Stop stops polling and tells running chunks (through the SDK's worker stop
+// channel) to abort what is in flight, checkpoint what finished and fail
+// retryably, waits for them up to the stop timeout, then shuts the engines down.
 func (w *GPUWorker) Stop() {
 	w.Worker.Stop()
 	w.pool.Close()

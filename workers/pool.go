@@ -10,12 +10,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/activities"
+	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/engine"
 )
 
 // pool owns a worker's warm engines, one per slot (a GPU, a tensor-parallel group or
-// a simulated GPU). It hands each chunk to the least busy live engine and restarts an
-// engine whose process dies. It is the process-wide owner of the expensive resource,
+// a simulated GPU). It hands each chunk to the least busy live engine, restarts an
+// engine whose process dies, and lets a chunk have an engine to itself for a while
+// (to find a request that crashes it, see activities/suspects.go). It is the process-wide owner of the expensive resource,
 // as a model server is in a pipeline system: activities borrow, never start or stop.
 type pool struct {
 	start func(ctx context.Context, slot int) (engine.Engine, error)
@@ -31,8 +33,16 @@ type slot struct {
 	index    int
 	gpus     []string
 	engine   engine.Engine // nil while (re)starting
-	active   int
+	last     engine.Engine // the latest engine, also while a new one starts
+	active   int           // chunks holding a lease
 	restarts int
+
+	// The gate: Generate calls of chunks sharing the engine, or one chunk that has
+	// the engine to itself. A waiting exclusive user keeps new shared calls out, so
+	// it gets its turn once the running ones end.
+	generating       int
+	exclusive        bool
+	waitingExclusive int
 }
 
 // mortal is an engine that can die on its own (a runner process), as opposed to a
@@ -59,7 +69,7 @@ func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Contex
 				errs[i] = fmt.Errorf("engine %d: %w", i, err)
 				return
 			}
-			s.engine = e
+			s.engine, s.last = e, e
 		}()
 	}
 	wg.Wait()
@@ -68,12 +78,13 @@ func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Contex
 		return nil, err
 	}
 	for _, s := range p.slots {
-		p.watch(s)
+		p.watch(s, s.engine)
 	}
 	return p, nil
 }
 
-// Acquire implements activities.Engines.
+// Acquire implements activities.Engines. It picks the live engine with the fewest
+// chunks, preferring one that no chunk has to itself.
 func (p *pool) Acquire(ctx context.Context) (activities.Lease, error) {
 	for {
 		p.mu.Lock()
@@ -83,18 +94,24 @@ func (p *pool) Acquire(ctx context.Context) (activities.Lease, error) {
 		}
 		var best *slot
 		for _, s := range p.slots {
-			if s.engine != nil && (best == nil || s.active < best.active) {
+			if s.engine != nil && (best == nil || s.busierThan(best)) {
 				best = s
 			}
 		}
 		if best != nil {
 			best.active++
-			e := best.engine
 			p.mu.Unlock()
+			s := best
 			var once sync.Once
-			return activities.Lease{Slot: best.index, Engine: e, GPUs: best.gpus, Release: func() {
-				once.Do(func() { p.release(best) })
-			}}, nil
+			return activities.Lease{
+				Slot:    s.index,
+				Engine:  &sharedEngine{pool: p, slot: s},
+				GPUs:    s.gpus,
+				Release: func() { once.Do(func() { p.release(s) }) },
+				Exclusive: func(ctx context.Context) (engine.Engine, func(), error) {
+					return p.exclusive(ctx, s)
+				},
+			}, nil
 		}
 		wait := p.changed
 		p.mu.Unlock()
@@ -104,6 +121,132 @@ func (p *pool) Acquire(ctx context.Context) (activities.Lease, error) {
 		case <-wait:
 		}
 	}
+}
+
+// busierThan orders slots for Acquire: one held alone, or about to be, comes last.
+func (s *slot) busierThan(other *slot) bool {
+	held := func(s *slot) bool { return s.exclusive || s.waitingExclusive > 0 }
+	if held(s) != held(other) {
+		return !held(s)
+	}
+	return s.active < other.active
+}
+
+// sharedEngine is a lease's view of its slot's engine: each Generate runs on the
+// slot's current engine (a restarted one after a death) and waits while a chunk has
+// the engine to itself.
+type sharedEngine struct {
+	pool *pool
+	slot *slot
+}
+
+func (e *sharedEngine) Generate(ctx context.Context, reqs []batchfile.Request, onOutcome func(engine.Outcome)) error {
+	eng, err := e.pool.enterShared(ctx, e.slot)
+	if err != nil {
+		return err
+	}
+	defer e.pool.leave(e.slot, false)
+	return eng.Generate(ctx, reqs, onOutcome)
+}
+
+func (e *sharedEngine) Ready() engine.Ready { return e.pool.current(e.slot).Ready() }
+func (e *sharedEngine) Stats() engine.Stats { return e.pool.current(e.slot).Stats() }
+
+// Close does nothing: the pool owns the engine; a lease only borrows it.
+func (e *sharedEngine) Close() error { return nil }
+
+func (p *pool) current(s *slot) engine.Engine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return s.last
+}
+
+// enterShared waits until s has a live engine that no chunk has to itself.
+func (p *pool) enterShared(ctx context.Context, s *slot) (engine.Engine, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errors.New("worker is stopping")
+		}
+		if live(s.engine) && !s.exclusive && s.waitingExclusive == 0 {
+			s.generating++
+			e := s.engine
+			p.mu.Unlock()
+			return e, nil
+		}
+		wait := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wait:
+		}
+	}
+}
+
+// live says e can take requests: a runner that has exited, but whose death the
+// pool has not handled yet, cannot. Waiting for its restart beats failing a chunk
+// with requests that never reached it.
+func live(e engine.Engine) bool {
+	if e == nil {
+		return false
+	}
+	if m, ok := e.(mortal); ok {
+		select {
+		case <-m.Done():
+			return false
+		default:
+		}
+	}
+	return true
+}
+
+// exclusive waits until no other chunk's Generate runs on s, then keeps them out
+// until release.
+func (p *pool) exclusive(ctx context.Context, s *slot) (engine.Engine, func(), error) {
+	p.mu.Lock()
+	s.waitingExclusive++
+	for {
+		if p.closed {
+			s.waitingExclusive--
+			p.notifyLocked()
+			p.mu.Unlock()
+			return nil, nil, errors.New("worker is stopping")
+		}
+		if live(s.engine) && !s.exclusive && s.generating == 0 {
+			s.waitingExclusive--
+			s.exclusive = true
+			e := s.engine
+			p.mu.Unlock()
+			var once sync.Once
+			return e, func() { once.Do(func() { p.leave(s, true) }) }, nil
+		}
+		wait := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			p.mu.Lock()
+			s.waitingExclusive--
+			p.notifyLocked()
+			p.mu.Unlock()
+			return nil, nil, ctx.Err()
+		case <-wait:
+		}
+		p.mu.Lock()
+	}
+}
+
+// leave ends a shared Generate or an exclusive hold on s.
+func (p *pool) leave(s *slot, exclusive bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if exclusive {
+		s.exclusive = false
+	} else {
+		s.generating--
+	}
+	p.notifyLocked()
 }
 
 func (p *pool) release(s *slot) {
@@ -121,8 +264,8 @@ func (p *pool) notifyLocked() {
 // watch restarts s's engine when its process dies. The chunks that were on it see
 // engine.ErrEngineDied and are retried by Temporal; new chunks wait for the restart
 // or go to the other slots.
-func (p *pool) watch(s *slot) {
-	m, ok := s.engine.(mortal)
+func (p *pool) watch(s *slot, e engine.Engine) {
+	m, ok := e.(mortal)
 	if !ok {
 		return
 	}
@@ -148,11 +291,11 @@ func (p *pool) watch(s *slot) {
 					_ = e.Close()
 					return
 				}
-				s.engine = e
+				s.engine, s.last = e, e
 				p.notifyLocked()
 				p.mu.Unlock()
 				p.log.Info("engine restarted", zap.Int("slot", s.index))
-				p.watch(s)
+				p.watch(s, e)
 				return
 			}
 			p.log.Error("engine restart failed", zap.Int("slot", s.index), zap.Duration("retry_in", backoff), zap.Error(err))

@@ -3,7 +3,6 @@ package workflows
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -22,7 +21,8 @@ const (
 )
 
 // BatchResult is what BatchInference returns: counts and where everything is. It
-// holds keys and counts, never prompts or answers.
+// holds keys and counts, never prompts or answers. A cancelled run ends as
+// Temporal's "Canceled" and carries its BatchResult as the cancellation's details.
 type BatchResult struct {
 	RunID            string         `json:"run_id"`
 	Status           string         `json:"status"`
@@ -34,11 +34,15 @@ type BatchResult struct {
 	CompletionTokens int64          `json:"completion_tokens"`
 	Chunks           int            `json:"chunks"`
 	FailedChunks     []FailedChunk  `json:"failed_chunks,omitempty"`
-	Output           string         `json:"output"`
-	ErrorsURI        string         `json:"errors_uri"`
-	Report           string         `json:"report"`
-	Simulated        bool           `json:"simulated"`
-	Seconds          float64        `json:"seconds"`
+	// RetryOf and RetriedChunks: what a retry run retried, in the folder of the
+	// run it names (Output, ErrorsURI and Report are there).
+	RetryOf       string  `json:"retry_of,omitempty"`
+	RetriedChunks int     `json:"retried_chunks,omitempty"`
+	Output        string  `json:"output"`
+	ErrorsURI     string  `json:"errors_uri"`
+	Report        string  `json:"report"`
+	Simulated     bool    `json:"simulated"`
+	Seconds       float64 `json:"seconds"`
 }
 
 // FailedChunk is a chunk that failed every attempt.
@@ -48,7 +52,9 @@ type FailedChunk struct {
 }
 
 // BatchInference runs one batch: Plan → GenerateChunk for every chunk on the model's
-// GPU task queue, at most MaxInFlightChunks at once → Merge → Report.
+// GPU task queue, at most MaxInFlightChunks at once → Merge → Report. With RetryOf
+// it plans nothing: it redoes the earlier run's unfinished chunks in that run's
+// folder and merges the whole run again.
 func BatchInference(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	b := &batch{in: in.withDefaults()}
 	if err := b.setup(ctx); err != nil {
@@ -62,23 +68,35 @@ type batch struct {
 	in       BatchInput
 	layout   run.Layout
 	started  time.Time
-	plan     activities.PlanResult
+	plan     activities.PlanResult // the run's whole plan
+	work     []chunkWork           // the chunks this execution generates
 	progress Progress
 	chunks   map[int]activities.GenerateResult
 	failed   map[int]string
+	// configErr is a chunk's non-retryable configuration error: the run ends
+	// with it, since every other chunk would meet it too.
+	configErr error
+}
+
+// chunkWork is one chunk to generate; attemptBase counts the attempts earlier runs
+// made on it.
+type chunkWork struct {
+	chunk       run.ChunkPlan
+	attemptBase int
 }
 
 func (b *batch) setup(ctx workflow.Context) error {
-	if b.in.Input == "" {
+	if b.in.Input == "" && b.in.RetryOf == "" {
 		return temporal.NewNonRetryableApplicationError(
-			`"input" is required: the s3:// or file:// URI of a JSONL file of requests`, ErrTypeBadInput, nil)
+			`"input" is required: the s3:// or file:// URI of a JSONL file of requests (or "retry_of": a run to retry)`, ErrTypeBadInput, nil)
 	}
-	output := b.in.Output
-	if output == "" {
-		output = run.DefaultOutput(b.in.Input)
+	if b.in.RetryOf == "" {
+		output := b.in.Output
+		if output == "" {
+			output = run.DefaultOutput(b.in.Input)
+		}
+		b.layout = run.NewLayout(output, run.ID(workflow.GetInfo(ctx).WorkflowExecution.ID))
 	}
-	info := workflow.GetInfo(ctx)
-	b.layout = run.NewLayout(output, run.ID(info.WorkflowExecution.ID))
 	b.started = workflow.Now(ctx)
 	b.chunks = map[int]activities.GenerateResult{}
 	b.failed = map[int]string{}
@@ -89,53 +107,65 @@ func (b *batch) setup(ctx workflow.Context) error {
 // ErrTypeBadInput marks errors in the run's own input that no retry can mend.
 const ErrTypeBadInput = "BadInput"
 
+// retryPolicy retries what can mend (an engine, object storage, a worker) with
+// backoff — 2, 4, 8, 16 s… — so that max_attempts spans an outage of half a minute
+// and more, and never what cannot (a configuration error).
+func (b *batch) retryPolicy() *temporal.RetryPolicy {
+	return &temporal.RetryPolicy{
+		InitialInterval:        2 * time.Second,
+		BackoffCoefficient:     2,
+		MaximumInterval:        time.Minute,
+		MaximumAttempts:        int32(b.in.MaxAttempts),
+		NonRetryableErrorTypes: []string{activities.ErrTypeConfig},
+	}
+}
+
+func (b *batch) controlOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		TaskQueue:           ControlTaskQueue,
+		StartToCloseTimeout: 6 * time.Hour,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy:         b.retryPolicy(),
+	}
+}
+
 func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	var control *activities.Control
 	b.publish(ctx)
 
-	planCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           ControlTaskQueue,
-		StartToCloseTimeout: 6 * time.Hour,
-		HeartbeatTimeout:    time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: int32(b.in.MaxAttempts), NonRetryableErrorTypes: []string{activities.ErrTypeConfig}},
-	})
-	err := workflow.ExecuteActivity(planCtx, control.Plan, activities.PlanInput{
-		Run:          b.layout,
-		Input:        b.in.Input,
-		Model:        b.in.Model,
-		Sampling:     b.in.Sampling,
-		ChunkSize:    b.in.ChunkSize,
-		MaxLineBytes: b.in.MaxLineBytes,
-	}).Get(ctx, &b.plan)
-	if err != nil {
-		return BatchResult{}, fmt.Errorf("plan %s: %w", b.in.Input, err)
+	planCtx := workflow.WithActivityOptions(ctx, b.controlOptions())
+	if b.in.RetryOf != "" {
+		if err := b.planRetry(planCtx); err != nil {
+			return BatchResult{}, err
+		}
+	} else if err := b.planRun(planCtx); err != nil {
+		return BatchResult{}, err
 	}
 	b.progress.Phase = PhaseGenerating
-	b.progress.ChunksTotal = len(b.plan.Chunks)
-	b.progress.Requests = b.plan.Lines
-	b.progress.RequestsFailed = b.plan.Invalid
+	b.progress.Model = b.in.Model
+	b.progress.ChunksTotal = len(b.work)
 	b.progress.generationStarted = workflow.Now(ctx)
 	b.publish(ctx)
 
 	cancelled := b.generate(ctx)
+	if b.configErr != nil {
+		b.progress.Phase, b.progress.Status = PhaseDone, StatusFailed
+		b.publish(ctx)
+		return BatchResult{}, temporal.NewNonRetryableApplicationError(b.configErr.Error(), activities.ErrTypeConfig, nil)
+	}
 
 	// Merge and report run even when the run was cancelled: what finished is kept.
 	finishCtx, _ := workflow.NewDisconnectedContext(ctx)
 	mergeStarted := workflow.Now(ctx)
 	b.progress.Phase = PhaseMerging
 	b.publish(ctx)
-	mergeCtx := workflow.WithActivityOptions(finishCtx, workflow.ActivityOptions{
-		TaskQueue:           ControlTaskQueue,
-		StartToCloseTimeout: 6 * time.Hour,
-		HeartbeatTimeout:    time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: int32(b.in.MaxAttempts)},
-	})
+	mergeCtx := workflow.WithActivityOptions(finishCtx, b.controlOptions())
 	mergeIn := activities.MergeInput{Run: b.layout}
-	for _, c := range b.plan.Chunks {
-		if reason, ok := b.failed[c.Index]; ok {
-			mergeIn.Failed = append(mergeIn.Failed, activities.ChunkFailure{Index: c.Index, Reason: reason})
-		} else if _, ok := b.chunks[c.Index]; !ok {
-			mergeIn.Cancelled = append(mergeIn.Cancelled, c.Index)
+	for _, w := range b.work {
+		if reason, ok := b.failed[w.chunk.Index]; ok {
+			mergeIn.Failed = append(mergeIn.Failed, activities.ChunkFailure{Index: w.chunk.Index, Reason: reason})
+		} else if _, ok := b.chunks[w.chunk.Index]; !ok {
+			mergeIn.Cancelled = append(mergeIn.Cancelled, w.chunk.Index)
 		}
 	}
 	var merged activities.MergeResult
@@ -156,6 +186,9 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		Output:           merged.Output,
 		ErrorsURI:        merged.ErrorsURI,
 	}
+	if b.in.RetryOf != "" {
+		res.RetryOf, res.RetriedChunks = b.in.RetryOf, len(b.work)
+	}
 	for _, f := range mergeIn.Failed {
 		res.FailedChunks = append(res.FailedChunks, FailedChunk(f))
 	}
@@ -165,21 +198,20 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	case len(res.FailedChunks) > 0:
 		res.Status = StatusCompletedWithFailures
 	}
-	chunkResults := b.chunkResults()
-	for _, c := range chunkResults {
-		res.Simulated = res.Simulated || c.Simulated
+	for _, w := range b.work {
+		res.Simulated = res.Simulated || b.chunks[w.chunk.Index].Simulated
 	}
 
 	b.progress.Phase = PhaseReporting
 	b.publish(ctx)
-	finished := workflow.Now(ctx)
-	res.Seconds = finished.Sub(b.started).Seconds()
+	res.Seconds = workflow.Now(ctx).Sub(b.started).Seconds()
 	reportIn := activities.ReportInput{
 		Run:               b.layout,
 		Input:             b.in.Input,
 		Model:             b.in.Model,
 		Status:            res.Status,
 		Labels:            b.in.Labels,
+		RetryOf:           b.in.RetryOf,
 		Plan:              b.plan.Summary(),
 		Merge:             merged,
 		FailedChunks:      mergeIn.Failed,
@@ -194,42 +226,97 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	b.progress.Phase = PhaseDone
 	b.progress.Status = res.Status
 	b.publish(ctx)
+	if cancelled {
+		// The run ends as Temporal's "Canceled", as the UI and `temporal workflow
+		// list` expect of a cancelled run, and still hands over its result.
+		return res, temporal.NewCanceledError(res)
+	}
 	return res, nil
 }
 
-// generate runs every chunk through GenerateChunk with a sliding window and reports
-// whether the run was cancelled meanwhile. A chunk that fails all its attempts is
-// recorded in b.failed; the others go on.
+// planRun splits the input into chunks; every chunk is to be generated.
+func (b *batch) planRun(ctx workflow.Context) error {
+	var control *activities.Control
+	err := workflow.ExecuteActivity(ctx, control.Plan, activities.PlanInput{
+		Run:          b.layout,
+		Input:        b.in.Input,
+		Model:        b.in.Model,
+		Sampling:     b.in.Sampling,
+		ChunkSize:    b.in.ChunkSize,
+		MaxLineBytes: b.in.MaxLineBytes,
+	}).Get(ctx, &b.plan)
+	if err != nil {
+		return fmt.Errorf("plan %s: %w", b.in.Input, err)
+	}
+	for _, c := range b.plan.Chunks {
+		b.work = append(b.work, chunkWork{chunk: c})
+	}
+	b.progress.Requests = b.plan.Lines
+	b.progress.RequestsFailed = b.plan.Invalid
+	return nil
+}
+
+// planRetry finds the earlier run's folder and the chunks it left unfinished. The
+// retry works in that folder with that run's model; its own input and model fields
+// are not used for that.
+func (b *batch) planRetry(ctx workflow.Context) error {
+	var control *activities.Control
+	var rp activities.RetryPlan
+	err := workflow.ExecuteActivity(ctx, control.PlanRetry, activities.RetryInput{
+		RetryOf: b.in.RetryOf, Input: b.in.Input, Output: b.in.Output, RetryEngineErrors: b.in.RetryEngineErrors,
+	}).Get(ctx, &rp)
+	if err != nil {
+		return fmt.Errorf("retry of run %s: %w", b.in.RetryOf, err)
+	}
+	b.layout, b.plan = rp.Run, rp.Plan
+	b.in.Input, b.in.Model = rp.Input, rp.Model
+	chunks := make(map[int]run.ChunkPlan, len(rp.Plan.Chunks))
+	for _, c := range rp.Plan.Chunks {
+		chunks[c.Index] = c
+	}
+	for _, r := range rp.Redo {
+		c, ok := chunks[r.Index]
+		if !ok {
+			return temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("retry of run %s: chunk %d is not in its plan", b.in.RetryOf, r.Index), ErrTypeBadInput, nil)
+		}
+		b.work = append(b.work, chunkWork{chunk: c, attemptBase: r.AttemptBase})
+		b.progress.Requests += c.Requests
+	}
+	return nil
+}
+
+// generate runs every chunk of b.work through GenerateChunk with a sliding window
+// and reports whether the run was cancelled meanwhile. A chunk that fails all its
+// attempts is recorded in b.failed; the others go on. A chunk's configuration error
+// stops the run: b.configErr.
 func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 	var gpu *activities.GPU
-	heartbeat := time.Duration(b.in.HeartbeatTimeoutSeconds) * time.Second
-	genCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	actCtx, cancelChunks := workflow.WithCancel(ctx)
+	defer cancelChunks()
+	genCtx := workflow.WithActivityOptions(actCtx, workflow.ActivityOptions{
 		TaskQueue: GPUTaskQueue(b.in.Model),
 		// A chunk waits for a free engine in the queue; it only has to finish once started.
 		StartToCloseTimeout: 12 * time.Hour,
-		HeartbeatTimeout:    heartbeat,
+		HeartbeatTimeout:    time.Duration(b.in.HeartbeatTimeoutSeconds) * time.Second,
 		WaitForCancellation: true,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        time.Second,
-			BackoffCoefficient:     2,
-			MaximumInterval:        time.Minute,
-			MaximumAttempts:        int32(b.in.MaxAttempts),
-			NonRetryableErrorTypes: []string{activities.ErrTypeConfig},
-		},
+		RetryPolicy:         b.retryPolicy(),
 	})
 	sel := workflow.NewSelector(ctx)
 	next, running := 0, 0
-	for next < len(b.plan.Chunks) || running > 0 {
-		for running < b.in.MaxInFlightChunks && next < len(b.plan.Chunks) && ctx.Err() == nil {
-			chunk := b.plan.Chunks[next]
+	for next < len(b.work) || running > 0 {
+		for running < b.in.MaxInFlightChunks && next < len(b.work) && ctx.Err() == nil && b.configErr == nil {
+			w := b.work[next]
 			next++
 			running++
 			f := workflow.ExecuteActivity(genCtx, gpu.GenerateChunk, activities.GenerateInput{
 				Run:               b.layout,
-				Chunk:             chunk,
+				Chunk:             w.chunk,
 				Model:             b.in.Model,
 				CheckpointEvery:   b.in.CheckpointEvery,
 				CheckpointSeconds: b.in.CheckpointSeconds,
+				AttemptBase:       w.attemptBase,
+				RetryEngineErrors: b.in.RetryEngineErrors && b.in.RetryOf != "",
 			})
 			sel.AddFuture(f, func(f workflow.Future) {
 				running--
@@ -238,17 +325,22 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 				var canceled *temporal.CanceledError
 				switch {
 				case err == nil:
-					b.chunks[chunk.Index] = r
+					b.chunks[w.chunk.Index] = r
 					b.progress.ChunksDone++
 					b.progress.RequestsDone += r.Answered + r.Failed
 					b.progress.RequestsFailed += r.Failed
 					b.progress.Tokens += r.PromptTokens + r.CompletionTokens
 				case errors.As(err, &canceled):
 					// Left for Merge to list as cancelled.
+				case isConfigError(err):
+					if b.configErr == nil {
+						b.configErr = fmt.Errorf("chunk %d: %s", w.chunk.Index, failureReason(err))
+						cancelChunks()
+					}
 				default:
-					b.failed[chunk.Index] = err.Error()
+					b.failed[w.chunk.Index] = failureReason(err)
 					b.progress.ChunksFailed++
-					b.progress.RequestsFailed += chunk.Requests
+					b.progress.RequestsFailed += w.chunk.Requests
 				}
 			})
 		}
@@ -263,12 +355,21 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 	return ctx.Err() != nil
 }
 
-// chunkResults lists the finished chunks in index order, for the report.
-func (b *batch) chunkResults() []activities.GenerateResult {
-	out := make([]activities.GenerateResult, 0, len(b.chunks))
-	for _, r := range b.chunks {
-		out = append(out, r)
+func isConfigError(err error) bool {
+	var appErr *temporal.ApplicationError
+	return errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeConfig
+}
+
+// failureReason is what a chunk's last attempt said, without the activity
+// envelope's ids.
+func failureReason(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Chunk < out[j].Chunk })
-	return out
+	var timeout *temporal.TimeoutError
+	if errors.As(err, &timeout) {
+		return timeout.Error()
+	}
+	return err.Error()
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stretchr/testify/suite"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -177,12 +178,18 @@ func (s *batchSuite) TestCancelMergesWhatFinished() {
 	var control *activities.Control
 	var gpu *activities.GPU
 	s.env.OnActivity(control.Plan, mock.Anything, mock.Anything).Return(plan(6, 10), nil)
+	// Finished counts the results the workflow has been handed, not the activities
+	// that returned: the cancel must come after the workflow saw chunks 0 and 1 end.
 	var finished atomic.Int32
+	s.env.SetOnActivityCompletedListener(func(info *activity.Info, _ converter.EncodedValue, err error) {
+		if info.ActivityType.Name == "GenerateChunk" && err == nil {
+			finished.Add(1)
+		}
+	})
 	var cancelOnce sync.Once
 	s.env.OnActivity(gpu.GenerateChunk, mock.Anything, mock.Anything).Return(
 		func(ctx context.Context, in activities.GenerateInput) (activities.GenerateResult, error) {
 			if in.Chunk.Index < 2 {
-				finished.Add(1)
 				return activities.GenerateResult{Chunk: in.Chunk.Index, Answered: 10}, nil
 			}
 			for finished.Load() < 2 {
@@ -195,11 +202,139 @@ func (s *batchSuite) TestCancelMergesWhatFinished() {
 	var mergeIn activities.MergeInput
 	s.mockMergeAndReport(&mergeIn)
 	s.env.ExecuteWorkflow(BatchInference, BatchInput{Input: "s3://b/x.jsonl", MaxInFlightChunks: 4})
+	// The run ends as Temporal's Canceled, with its result as the details.
+	err := s.env.GetWorkflowError()
+	var canceled *temporal.CanceledError
+	s.Require().ErrorAs(err, &canceled)
+	var res BatchResult
+	s.Require().NoError(canceled.Details(&res))
+	s.Equal(StatusCancelled, res.Status)
+	s.Equal(30, res.Answered)
+	s.Equal("s3://b/default-test-workflow-id/report.json", res.Report, "a cancelled run is still reported")
+	s.ElementsMatch([]int{2, 3, 4, 5}, mergeIn.Cancelled, "chunks running or never started are listed as cancelled")
+}
+
+// retryPlan is PlanRetry's answer for a run "nightly" of 5 chunks of 10 requests
+// whose chunks 1 and 3 are unfinished.
+func retryPlan() activities.RetryPlan {
+	return activities.RetryPlan{
+		Run:   run.NewLayout("s3://b/in", "nightly"),
+		Input: "s3://b/in/requests.jsonl",
+		Model: "org/model-7b",
+		Plan:  plan(5, 10),
+		Redo:  []activities.RetryChunk{{Index: 1, AttemptBase: 5, Missing: 10}, {Index: 3, AttemptBase: 2, Missing: 4}},
+	}
+}
+
+func (s *batchSuite) TestRetryOfRedoesOnlyTheUnfinishedChunksInTheEarlierRunsFolder() {
+	var control *activities.Control
+	var gpu *activities.GPU
+	s.env.OnActivity(control.Plan, mock.Anything, mock.Anything).Return(
+		func(context.Context, activities.PlanInput) (activities.PlanResult, error) {
+			s.Fail("a retry must not plan the input again")
+			return activities.PlanResult{}, nil
+		}).Maybe()
+	var retryIn activities.RetryInput
+	s.env.OnActivity(control.PlanRetry, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.RetryInput) (activities.RetryPlan, error) {
+			retryIn = in
+			return retryPlan(), nil
+		})
+	var mu sync.Mutex
+	generated := map[int]activities.GenerateInput{}
+	var queues sync.Map
+	s.env.OnActivity(gpu.GenerateChunk, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in activities.GenerateInput) (activities.GenerateResult, error) {
+			queues.Store(activity.GetInfo(ctx).TaskQueue, true)
+			mu.Lock()
+			generated[in.Chunk.Index] = in
+			mu.Unlock()
+			return activities.GenerateResult{Chunk: in.Chunk.Index, Answered: 10}, nil
+		})
+	var mergeIn activities.MergeInput
+	s.mockMergeAndReport(&mergeIn)
+
+	s.env.SetStartWorkflowOptions(testWorkflowOptions("nightly-retry"))
+	s.env.ExecuteWorkflow(BatchInference, BatchInput{RetryOf: "nightly", RetryEngineErrors: true})
+	s.Require().NoError(s.env.GetWorkflowError(), "retry_of alone is a complete input")
+	var res BatchResult
+	s.Require().NoError(s.env.GetWorkflowResult(&res))
+
+	s.Equal(activities.RetryInput{RetryOf: "nightly", RetryEngineErrors: true}, retryIn)
+	s.Require().Len(generated, 2, "only the unfinished chunks run again")
+	s.Equal(5, generated[1].AttemptBase, "attempts continue after the earlier run's")
+	s.Equal(2, generated[3].AttemptBase)
+	s.True(generated[1].RetryEngineErrors)
+	s.Equal("s3://b/in/nightly", generated[1].Run.Prefix, "the retry works in the earlier run's folder")
+	s.Equal("org/model-7b", generated[3].Model, "with the earlier run's model")
+	_, onQueue := queues.Load(GPUTaskQueue("org/model-7b"))
+	s.True(onQueue, "on the earlier run's model's GPU queue")
+
+	s.Equal("s3://b/in/nightly", mergeIn.Run.Prefix, "the whole earlier run is merged again")
+	s.Empty(mergeIn.Failed)
+	s.Empty(mergeIn.Cancelled, "chunks the retry did not redo are not cancelled")
+	s.Equal(StatusCompleted, res.Status)
+	s.Equal("nightly", res.RetryOf)
+	s.Equal(2, res.RetriedChunks)
+	s.Equal(5, res.Chunks)
+	s.Equal(50, res.Requests)
+	s.Equal("s3://b/in/nightly/output.jsonl", res.Output)
+}
+
+func (s *batchSuite) TestRetryWhoseChunkFailsAgainEndsWithFailures() {
+	var control *activities.Control
+	var gpu *activities.GPU
+	s.env.OnActivity(control.PlanRetry, mock.Anything, mock.Anything).Return(retryPlan(), nil)
+	s.env.OnActivity(gpu.GenerateChunk, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in activities.GenerateInput) (activities.GenerateResult, error) {
+			if in.Chunk.Index == 3 {
+				return activities.GenerateResult{}, errors.New("engine slot 0 died")
+			}
+			return activities.GenerateResult{Chunk: in.Chunk.Index, Answered: 10}, nil
+		})
+	var mergeIn activities.MergeInput
+	s.mockMergeAndReport(&mergeIn)
+	s.env.ExecuteWorkflow(BatchInference, BatchInput{RetryOf: "nightly", MaxAttempts: 2})
 	s.Require().NoError(s.env.GetWorkflowError())
 	var res BatchResult
 	s.Require().NoError(s.env.GetWorkflowResult(&res))
-	s.Equal(StatusCancelled, res.Status)
-	s.ElementsMatch([]int{2, 3, 4, 5}, mergeIn.Cancelled, "chunks running or never started are listed as cancelled")
+	s.Equal(StatusCompletedWithFailures, res.Status)
+	s.Require().Len(mergeIn.Failed, 1)
+	s.Equal(3, mergeIn.Failed[0].Index)
+	s.Equal("engine slot 0 died", mergeIn.Failed[0].Reason, "the reason is the chunk's own error, without the activity envelope")
+}
+
+func (s *batchSuite) TestRetryOfAnUnknownRunFailsWithItsReason() {
+	var control *activities.Control
+	s.env.OnActivity(control.PlanRetry, mock.Anything, mock.Anything).Return(activities.RetryPlan{},
+		temporal.NewNonRetryableApplicationError(`no run "nope" in Temporal`, activities.ErrTypeConfig, nil))
+	s.env.ExecuteWorkflow(BatchInference, BatchInput{RetryOf: "nope"})
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.Contains(err.Error(), `no run "nope" in Temporal`)
+}
+
+func (s *batchSuite) TestChunkConfigErrorEndsTheRunWithoutRetrying() {
+	var control *activities.Control
+	var gpu *activities.GPU
+	s.env.OnActivity(control.Plan, mock.Anything, mock.Anything).Return(plan(10, 10), nil)
+	var calls atomic.Int32
+	s.env.OnActivity(gpu.GenerateChunk, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in activities.GenerateInput) (activities.GenerateResult, error) {
+			calls.Add(1)
+			return activities.GenerateResult{}, temporal.NewNonRetryableApplicationError(
+				`worker w1 serves model "a", not "A"`, activities.ErrTypeConfig, nil)
+		})
+	s.env.OnActivity(control.Merge, mock.Anything, mock.Anything).Return(
+		func(context.Context, activities.MergeInput) (activities.MergeResult, error) {
+			s.Fail("a misconfigured run is not merged")
+			return activities.MergeResult{}, nil
+		}).Maybe()
+	s.env.ExecuteWorkflow(BatchInference, BatchInput{Input: "s3://b/x.jsonl", MaxInFlightChunks: 2})
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.Regexp(`chunk \d: worker w1 serves model "a", not "A"`, err.Error())
+	s.LessOrEqual(calls.Load(), int32(2), "no chunk is retried or started after a configuration error")
 }
 
 func TestGPUTaskQueueNamesAreSafe(t *testing.T) {

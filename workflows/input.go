@@ -63,8 +63,15 @@ type BatchInput struct {
 	CheckpointSeconds int `json:"checkpoint_seconds,omitempty"`
 	// HeartbeatTimeoutSeconds is how long a chunk may go without a heartbeat before it is retried (default 120).
 	HeartbeatTimeoutSeconds int `json:"heartbeat_timeout_seconds,omitempty"`
-	// RetryOf names an earlier run whose failed shards this run redoes.
+	// RetryOf names an earlier run (its workflow id) whose unfinished chunks this
+	// run redoes — those that failed every attempt, or that a cancel cut short —
+	// in the earlier run's folder, then merges the whole run again. The earlier
+	// run's input, output and model come from its own start; Input and Output,
+	// when given, name its folder directly instead.
 	RetryOf string `json:"retry_of,omitempty"`
+	// RetryEngineErrors makes a retry also redo the requests that ended with
+	// engine_error.
+	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
 	// Labels are free-form tags carried into the report.
 	Labels map[string]string `json:"labels,omitempty"`
 }

@@ -57,19 +57,20 @@ func (b *batch) publish(ctx workflow.Context) {
 }
 
 // Markdown renders the progress as the table the Temporal UI shows in current details.
+// It is built from fmt.Sprintf alone, which workflowcheck knows to be deterministic.
 func (p Progress) Markdown() string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "**vbatch** · %s · %s\n\n", p.Model, p.Phase)
-	sb.WriteString("| | done | running | failed | total |\n|---|---:|---:|---:|---:|\n")
-	fmt.Fprintf(&sb, "| chunks | %d | %d | %d | %d |\n", p.ChunksDone, p.ChunksRunning, p.ChunksFailed, p.ChunksTotal)
-	fmt.Fprintf(&sb, "| requests | %d | | %d | %d |\n\n", p.RequestsDone, p.RequestsFailed, p.Requests)
-	fmt.Fprintf(&sb, "tokens: %d · %.0f tokens/s", p.Tokens, p.TokensPerSecond)
+	parts := []string{
+		fmt.Sprintf("**vbatch** · %s · %s\n\n", p.Model, p.Phase),
+		"| | done | running | failed | total |\n|---|---:|---:|---:|---:|\n",
+		fmt.Sprintf("| chunks | %d | %d | %d | %d |\n", p.ChunksDone, p.ChunksRunning, p.ChunksFailed, p.ChunksTotal),
+		fmt.Sprintf("| requests | %d | | %d | %d |\n\n", p.RequestsDone, p.RequestsFailed, p.Requests),
+		fmt.Sprintf("tokens: %d · %.0f tokens/s", p.Tokens, p.TokensPerSecond),
+	}
 	if p.ETASeconds > 0 {
-		fmt.Fprintf(&sb, " · ETA %s", (time.Duration(p.ETASeconds) * time.Second).String())
+		parts = append(parts, fmt.Sprintf(" · ETA %s", (time.Duration(p.ETASeconds)*time.Second).String()))
 	}
 	if p.Status != "" {
-		fmt.Fprintf(&sb, " · **%s**", p.Status)
+		parts = append(parts, fmt.Sprintf(" · **%s**", p.Status))
 	}
-	sb.WriteString("\n")
-	return sb.String()
+	return strings.Join(parts, "") + "\n"
 }

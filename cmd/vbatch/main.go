@@ -1,5 +1,6 @@
 // Command vbatch runs batch LLM inference on Temporal: one binary whose subcommands
-// start the local stack (dev, demo), the workers, and runs (submit, status).
+// start the local stack (dev, demo), the workers, and runs (submit, status, retry,
+// cancel).
 package main
 
 import (
@@ -58,11 +59,12 @@ Start a local stack with 'vbatch dev', or run the whole thing once with 'vbatch 
 			if a.log, err = logging.New(a.logLevel); err != nil {
 				return err
 			}
-			a.cfg = configFromEnv(os.Getenv)
-			return nil
+			a.cfg, err = configFromEnv(os.Getenv)
+			return err
 		},
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
-	root.AddCommand(a.devCmd(), a.demoCmd(), a.workerCmd(), a.submitCmd(), a.statusCmd(), a.sampleCmd(), a.gpusCmd())
+	root.AddCommand(a.devCmd(), a.demoCmd(), a.workerCmd(), a.submitCmd(), a.statusCmd(), a.retryCmd(), a.cancelCmd(),
+		a.sampleCmd(), a.gpusCmd(), a.reportCmd(), a.compareCmd())
 	return root
 }

@@ -14,6 +14,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	sdktemporal "go.temporal.io/sdk/temporal"
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/workflows"
@@ -102,11 +103,29 @@ func (a *app) submit(ctx context.Context, out io.Writer, o submitOptions) error 
 		fmt.Fprintf(out, "run %s started; follow it with: vbatch status %s\n", run.GetID(), run.GetID())
 		return nil
 	}
-	var res workflows.BatchResult
-	if err := run.Get(ctx, &res); err != nil {
-		return fmt.Errorf("run %s: %w", run.GetID(), err)
+	res, err := runResult(ctx, run)
+	if err != nil {
+		return err
 	}
 	return printResult(out, res, o.json)
+}
+
+// runResult waits for a run to end and returns its result, also when it was
+// cancelled: a cancelled run ends as Temporal's Canceled with its BatchResult as
+// the details.
+func runResult(ctx context.Context, run client.WorkflowRun) (workflows.BatchResult, error) {
+	var res workflows.BatchResult
+	err := run.Get(ctx, &res)
+	var canceled *sdktemporal.CanceledError
+	if errors.As(err, &canceled) && canceled.HasDetails() {
+		if derr := canceled.Details(&res); derr == nil {
+			return res, nil
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("run %s: %w", run.GetID(), err)
+	}
+	return res, nil
 }
 
 // checkWorkers refuses to start a run that no GPU worker would ever pick up.
@@ -143,7 +162,7 @@ func (a *app) statusCmd() *cobra.Command {
 }
 
 func runStatus(ctx context.Context, c client.Client, out io.Writer, id string, asJSON bool) error {
-	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
+	desc, err := c.DescribeWorkflow(ctx, id, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		return fmt.Errorf("no run %q", id)
@@ -151,7 +170,7 @@ func runStatus(ctx context.Context, c client.Client, out io.Writer, id string, a
 	if err != nil {
 		return fmt.Errorf("describe run %s: %w", id, err)
 	}
-	state := desc.GetWorkflowExecutionInfo().GetStatus()
+	state := desc.Status
 	if state == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		val, err := c.QueryWorkflow(ctx, id, "", workflows.ProgressQuery)
 		if err != nil {
@@ -167,8 +186,8 @@ func runStatus(ctx context.Context, c client.Client, out io.Writer, id string, a
 		_, err = io.WriteString(out, p.Markdown())
 		return err
 	}
-	var res workflows.BatchResult
-	if err := c.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
+	res, err := runResult(ctx, c.GetWorkflow(ctx, id, ""))
+	if err != nil {
 		return fmt.Errorf("run %s ended %s: %w", id, state, err)
 	}
 	return printResult(out, res, asJSON)
@@ -186,6 +205,9 @@ func printResult(out io.Writer, res workflows.BatchResult, asJSON bool) error {
 		sim = " (SIMULATED engine)"
 	}
 	fmt.Fprintf(tw, "run\t%s\nstatus\t%s%s\n", res.RunID, res.Status, sim)
+	if res.RetryOf != "" {
+		fmt.Fprintf(tw, "retry of\t%s (%d chunks redone)\n", res.RetryOf, res.RetriedChunks)
+	}
 	fmt.Fprintf(tw, "requests\t%d\nanswered\t%d\nerrors\t%d\n", res.Requests, res.Answered, res.Errors)
 	codes := make([]string, 0, len(res.ErrorsByCode))
 	for code := range res.ErrorsByCode {

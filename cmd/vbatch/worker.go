@@ -35,6 +35,7 @@ func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
 	fs.StringVar(&g.Model, "model", workflows.DefaultModel, "model the GPU worker loads and serves")
 	fs.StringVar(&g.Engine, "engine", defaultEngine, "engine: vllm, transformers, sim (simulated, no GPU) or openai")
 	fs.IntVar(&g.Slots, "gpus", 2, "number of simulated GPUs (sim) or client slots (openai); real engines use every GPU NVML finds")
+	fs.IntSliceVar(&g.DeviceIndexes, "gpu-ids", nil, "vllm/transformers: use only these GPUs (NVML indexes, e.g. 0,1); default every GPU")
 	fs.IntVar(&g.ChunksPerEngine, "chunks-per-engine", 2, "chunks each engine works on at once, so it never drains between chunks")
 	fs.StringVar(&g.Python, "python", "python3", "Python interpreter of the engine process")
 	fs.DurationVar(&g.StopTimeout, "stop-timeout", 30*time.Second, "how long a stopping worker lets running chunks checkpoint")
@@ -49,6 +50,12 @@ func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
 	fs.StringVar(&g.OpenAI.BaseURL, "openai-url", "", "openai: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
 	fs.StringVar(&g.OpenAI.APIKey, "openai-api-key", os.Getenv("OPENAI_API_KEY"), "openai: bearer token (default $OPENAI_API_KEY)")
 	fs.IntVar(&g.OpenAI.Concurrency, "openai-concurrency", 64, "openai: requests in flight per slot")
+	// Faults for the reliability tests. Hidden, and named for what they break, so
+	// that nobody sets them by accident.
+	fs.StringVar(&g.Sim.CrashOn, "sim-crash-on", "", "sim: the engine process exits when a prompt contains this text (a fault for tests)")
+	fs.IntSliceVar(&g.FaultFailChunks, "fault-fail-chunk", nil, "FAULT for tests: fail these chunk indexes on every attempt")
+	_ = fs.MarkHidden("sim-crash-on")
+	_ = fs.MarkHidden("fault-fail-chunk")
 }
 
 func (f *workerFlags) config() workers.GPUConfig {

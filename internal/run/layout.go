@@ -1,12 +1,13 @@
 // Package run owns the S3 layout of one batch run and the formats of the objects in it
-// that more than one activity reads: the manifest, the checkpointed answers and the
-// per-attempt chunk results. Every key of a run is built here, so the layout of
+// that more than one activity reads: the manifest, the checkpointed answers, the
+// per-attempt chunk results and the records of engine deaths. Every key of a run is built here, so the layout of
 // DESIGN.md has one home.
 package run
 
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/vbatch/vbatch/internal/blob"
@@ -54,18 +55,50 @@ func (l Layout) AttemptResult(i, attempt int) string {
 	return l.ChunkDir(i) + fmt.Sprintf("a%02d-result.json", attempt)
 }
 
-// IsPart tells a checkpoint part's URI from the other objects of a chunk folder.
-func IsPart(uri string) bool { return partName.MatchString(uri[strings.LastIndex(uri, "/")+1:]) }
-
-// IsAttemptResult tells an attempt result's URI from the other objects of a chunk folder.
-func IsAttemptResult(uri string) bool {
-	return resultName.MatchString(uri[strings.LastIndex(uri, "/")+1:])
+// Death is what attempt a of chunk i saw when its engine died: chunks/00017/a03-death.json.
+func (l Layout) Death(i, attempt int) string {
+	return l.ChunkDir(i) + fmt.Sprintf("a%02d-death.json", attempt)
 }
 
+// IsPart tells a checkpoint part's URI from the other objects of a chunk folder.
+func IsPart(uri string) bool { return partName.MatchString(baseName(uri)) }
+
+// IsAttemptResult tells an attempt result's URI from the other objects of a chunk folder.
+func IsAttemptResult(uri string) bool { return resultName.MatchString(baseName(uri)) }
+
+// IsDeath tells an engine death record's URI from the other objects of a chunk folder.
+func IsDeath(uri string) bool { return deathName.MatchString(baseName(uri)) }
+
+// PartNumber returns the attempt and part numbers of a checkpoint part's URI.
+func PartNumber(uri string) (attempt, part int, ok bool) {
+	m := partName.FindStringSubmatch(baseName(uri))
+	if m == nil {
+		return 0, 0, false
+	}
+	attempt, _ = strconv.Atoi(m[1])
+	part, _ = strconv.Atoi(m[2])
+	return attempt, part, true
+}
+
+// AttemptNumber returns the attempt number of any attempt-scoped object of a chunk
+// folder (a part, a result, a death record).
+func AttemptNumber(uri string) (int, bool) {
+	m := attemptName.FindStringSubmatch(baseName(uri))
+	if m == nil {
+		return 0, false
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n, true
+}
+
+func baseName(uri string) string { return uri[strings.LastIndex(uri, "/")+1:] }
+
 var (
-	partName   = regexp.MustCompile(`^a\d{2,}-p\d{4,}\.jsonl$`)
-	resultName = regexp.MustCompile(`^a\d{2,}-result\.json$`)
-	unsafeID   = regexp.MustCompile(`[^A-Za-z0-9._=-]+`)
+	partName    = regexp.MustCompile(`^a(\d{2,})-p(\d{4,})\.jsonl$`)
+	resultName  = regexp.MustCompile(`^a\d{2,}-result\.json$`)
+	deathName   = regexp.MustCompile(`^a\d{2,}-death\.json$`)
+	attemptName = regexp.MustCompile(`^a(\d{2,})-`)
+	unsafeID    = regexp.MustCompile(`[^A-Za-z0-9._=-]+`)
 )
 
 // ID turns a workflow id into a run id that is safe as one S3 key segment. It is a

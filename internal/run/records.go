@@ -66,13 +66,38 @@ type AttemptResult struct {
 	PromptTokens     int64         `json:"prompt_tokens"`
 	CompletionTokens int64         `json:"completion_tokens"`
 	Parts            int           `json:"parts"`
-	Outcome          string        `json:"outcome"` // completed, failed, cancelled
+	Suspects         int           `json:"suspects,omitempty"` // requests fed carefully after an engine death
+	Blamed           int           `json:"blamed,omitempty"`   // requests recorded as engine_error for crashing the engine
+	Outcome          string        `json:"outcome"`            // completed, failed, cancelled, stopped (the worker stopped)
 	Error            string        `json:"error,omitempty"`
 	GPUs             []gpu.Summary `json:"gpus,omitempty"`
 	// EngineBusy samples the engine's cumulative busy time (≥ 1 request in flight)
 	// when the attempt got the engine and when it let go; across a slot's attempts
 	// they give the engine's idle time while it still had chunks to run.
 	EngineBusy [2]BusySample `json:"engine_busy"`
+	// GPUSeries is the GPUs' telemetry while the attempt ran, downsampled to at
+	// most a few hundred points (report.DownsampleGPU), for the report's charts.
+	GPUSeries []gpu.Sample `json:"gpu_series,omitempty"`
+}
+
+// EngineDeath is what a chunk attempt saw when its engine process died under it:
+// which of the chunk's requests were in flight, and whether the attempt had the
+// engine to itself. Later attempts of the chunk read these records to find a request
+// that crashes the engine (a "poison" request) without blaming the innocent ones
+// that happened to be in flight with it.
+type EngineDeath struct {
+	Chunk   int       `json:"chunk"`
+	Attempt int       `json:"attempt"`
+	Worker  string    `json:"worker"`
+	Slot    int       `json:"slot"`
+	Time    time.Time `json:"time"`
+	// InFlight are the custom_ids of the chunk's requests that were submitted to the
+	// engine and had no outcome when it died, in input order.
+	InFlight []string `json:"in_flight"`
+	// Alone says no other chunk's request was in the engine: whatever killed it
+	// was among InFlight.
+	Alone bool   `json:"alone"`
+	Error string `json:"error,omitempty"`
 }
 
 // BusySample is an engine's cumulative busy seconds at a moment.

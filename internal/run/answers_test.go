@@ -1,0 +1,71 @@
+package run
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vbatch/vbatch/internal/blob"
+)
+
+func put(t *testing.T, store blob.Store, uri, data string) {
+	t.Helper()
+	w, err := store.Create(context.Background(), uri)
+	require.NoError(t, err)
+	_, err = w.Write([]byte(data))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+}
+
+func TestLoadChunkKeepsTheFirstAnswerInWriteOrderAndPrefersSuccess(t *testing.T) {
+	ctx := context.Background()
+	store, err := blob.New(ctx, blob.Config{})
+	require.NoError(t, err)
+	l := NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+	// Attempt 100 sorts before attempt 99 as text; the answers must not.
+	put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
+	put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried"}`+"\n"+
+		`{"custom_id":"c","error":{"code":"prompt_too_long","message":"x"}}`+"\n")
+	put(t, store, l.Part(0, 100, 2), `{"custom_id":"c","error":{"code":"engine_error","message":"later"}}`+"\n")
+	require.NoError(t, blob.WriteJSON(ctx, store, l.Death(0, 100), EngineDeath{Attempt: 100, InFlight: []string{"c"}}))
+	require.NoError(t, blob.WriteJSON(ctx, store, l.Death(0, 7), EngineDeath{Attempt: 7, InFlight: []string{"b"}, Alone: true}))
+	require.NoError(t, blob.WriteJSON(ctx, store, l.AttemptResult(0, 101), AttemptResult{Outcome: "cancelled"}))
+
+	st, err := LoadChunk(ctx, store, l, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 3, st.Parts)
+	assert.Equal(t, 101, st.LastAttempt)
+	assert.Equal(t, "first", st.Answers["a"].Text, "a zombie's later answer never replaces the first")
+	assert.Equal(t, "retried", st.Answers["b"].Text, "a success replaces an earlier engine error")
+	assert.Equal(t, "prompt_too_long", st.Answers["c"].Error.Code, "between errors, the first stays")
+	require.Len(t, st.Deaths, 2)
+	assert.Equal(t, 7, st.Deaths[0].Attempt, "deaths come oldest first")
+	assert.True(t, st.Deaths[0].Alone)
+
+	answers, parts, err := LoadAnswers(ctx, store, l, 0)
+	require.NoError(t, err)
+	assert.Len(t, answers, 3)
+	assert.Equal(t, 3, parts)
+}
+
+func TestAttemptScopedNames(t *testing.T) {
+	l := NewLayout("s3://b/out", "run")
+	assert.Equal(t, "s3://b/out/run/chunks/00017/a03-death.json", l.Death(17, 3))
+	a, p, ok := PartNumber(l.Part(17, 123, 45))
+	assert.True(t, ok)
+	assert.Equal(t, [2]int{123, 45}, [2]int{a, p})
+	_, _, ok = PartNumber(l.Death(17, 3))
+	assert.False(t, ok)
+	for _, uri := range []string{l.Part(1, 12, 1), l.AttemptResult(1, 12), l.Death(1, 12)} {
+		n, ok := AttemptNumber(uri)
+		assert.True(t, ok, uri)
+		assert.Equal(t, 12, n, uri)
+	}
+	_, ok = AttemptNumber(l.Chunk(1))
+	assert.False(t, ok)
+	assert.True(t, IsDeath(l.Death(1, 2)))
+	assert.False(t, IsPart(l.Death(1, 2)))
+}
