@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/logging"
@@ -13,41 +14,43 @@ import (
 
 // config is everything vbatch reads from the environment, read once here.
 type config struct {
-	TemporalAddress string // TEMPORAL_ADDRESS
-	Namespace       string // TEMPORAL_NAMESPACE
-	Blob            blob.Config
-	Bucket          string // VBATCH_BUCKET: where demo and sample write by default
+	// Temporal is the client configuration as the Temporal CLI and SDKs read it: the
+	// profile of the config file (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE), then
+	// TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS* over it.
+	Temporal client.Options
+	Blob     blob.Config
+	Bucket   string // VBATCH_BUCKET: where demo and sample write by default
 }
 
-func configFromEnv(getenv func(string) string) config {
-	c := config{
-		TemporalAddress: getenv("TEMPORAL_ADDRESS"),
-		Namespace:       getenv("TEMPORAL_NAMESPACE"),
-		Blob:            blob.ConfigFromEnv(getenv),
-		Bucket:          getenv("VBATCH_BUCKET"),
+func configFromEnv(getenv func(string) string) (config, error) {
+	temporal, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{})
+	if err != nil {
+		return config{}, fmt.Errorf("load the Temporal client configuration: %w", err)
 	}
-	if c.TemporalAddress == "" {
-		c.TemporalAddress = client.DefaultHostPort
+	if temporal.HostPort == "" {
+		temporal.HostPort = client.DefaultHostPort
 	}
-	if c.Namespace == "" {
-		c.Namespace = client.DefaultNamespace
+	if temporal.Namespace == "" {
+		temporal.Namespace = client.DefaultNamespace
 	}
+	c := config{Temporal: temporal, Blob: blob.ConfigFromEnv(getenv), Bucket: getenv("VBATCH_BUCKET")}
 	if c.Bucket == "" {
 		c.Bucket = "vbatch"
 	}
-	return c
+	return c, nil
 }
 
 // dial connects to Temporal, failing within seconds with what to do when it cannot.
 func (a *app) dial(ctx context.Context) (client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := client.DialContext(ctx, client.Options{
-		HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.Namespace, Logger: logging.Temporal(a.log.Named("temporal")),
-	})
+	opts := a.cfg.Temporal
+	opts.Logger = logging.Temporal(a.log.Named("temporal"))
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %v. Is the server running? "+
-			"`vbatch dev` starts a local one; TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE point elsewhere", a.cfg.TemporalAddress, a.cfg.Namespace, err)
+			"`vbatch dev` starts a local one; TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE (or a profile of the "+
+			"Temporal CLI's config file, TEMPORAL_PROFILE) point elsewhere", opts.HostPort, opts.Namespace, err)
 	}
 	return c, nil
 }

@@ -227,7 +227,9 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 		return nil, err
 	}
 	env := &localEnv{dir: dir, stack: stack}
-	a.cfg.TemporalAddress, a.cfg.Namespace, a.cfg.Blob = stack.TemporalAddress, stack.Namespace, stack.BlobConfig()
+	// The local stack replaces whatever Temporal and S3 the environment named.
+	a.cfg.Temporal = client.Options{HostPort: stack.TemporalAddress, Namespace: stack.Namespace}
+	a.cfg.Blob = stack.BlobConfig()
 	if env.store, err = a.store(ctx); err != nil {
 		env.stop()
 		return nil, err
