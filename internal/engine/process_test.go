@@ -105,7 +105,7 @@ func checkEvaluation(t *testing.T, customID, text string) {
 		"company_pedigree":     ev.Analysis.CompanyPedigree,
 		"trajectory":           ev.Analysis.Trajectory,
 	} {
-		assert.Contains(t, []string{"Great", "Good", "Average", "Poor"}, r.Rating, "%s %s", customID, name)
+		assert.Contains(t, []string{"Great", "Good", "Okay", "Poor"}, r.Rating, "%s %s", customID, name)
 		assert.NotEmpty(t, r.Reasoning, "%s %s", customID, name)
 	}
 	assert.NotNil(t, ev.Analysis.IsSoftwareEngineer.Value, "%s is_software_engineer.value", customID)
