@@ -8,7 +8,8 @@
 #
 # It runs N synthetic candidate requests through Temporal, versitygw and the GPU
 # worker, then feeds the same requests to the same backend directly, and leaves the
-# comparison (smoke.json), the run's report.json and the logs in RESULTS_DIR.
+# comparison (smoke.json), the run's report (report.json, and report.tgz with its
+# Markdown, HTML and charts) and the logs in RESULTS_DIR.
 set -euo pipefail
 results=${1:?results folder}
 n=${2:-500}
@@ -35,6 +36,10 @@ set +e
 status=$?
 set -e
 grep -vE '"level"|^\s*$' "$results/demo.log" | grep -E "status|answered|errors|throughput|GPU|direct|pipeline|tokens" | tail -30 || true
-report=$(find .vbatch/demo/s3 -name report.json | head -1)
-[ -n "$report" ] && cp "$report" "$results/report.json"
+report=$(find .vbatch/demo/s3 -name report.json -not -path '*/_series/*' | head -1)
+if [ -n "$report" ]; then
+  cp "$report" "$results/report.json"
+  # The whole report (Markdown, HTML, SVG charts) as one file.
+  tar czf "$results/report.tgz" -C "$(dirname "$report")" report.json report.md report.html charts
+fi
 exit $status
