@@ -274,8 +274,9 @@ func TestRunDirectFeedsDirectPy(t *testing.T) {
 			assert.Equal(t, int64(40*50), s.CompletionTokens, "every answer cut at max_tokens 50")
 			assert.Positive(t, s.PromptTokens)
 			assert.Positive(t, s.Seconds)
-			assert.InDelta(t, float64(s.PromptTokens+s.CompletionTokens)/s.Seconds, s.TokensPerSecond,
-				s.TokensPerSecond*0.01)
+			// seconds is rounded in the summary, so the quotient agrees only to a few percent;
+			// counting completion tokens alone would be off by a factor of several.
+			assert.InEpsilon(t, float64(s.PromptTokens+s.CompletionTokens)/s.Seconds, s.TokensPerSecond, 0.05)
 			assert.EqualValues(t, 1024, s.Ready["max_model_len"])
 		})
 	}
