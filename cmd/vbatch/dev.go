@@ -185,6 +185,10 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 	}
 	fmt.Fprintf(out, "the files stay on disk under %s (versitygw keeps s3://BUCKET/KEY at %s/BUCKET/KEY)\n",
 		env.dir, filepath.Join(env.dir, "s3"))
+	if _, bucket, key, err := blob.ParseURI(res.Result.Report); err == nil {
+		folder := filepath.Join(env.dir, "s3", bucket, filepath.Dir(key))
+		fmt.Fprintf(out, "report: %s (open report.html in a browser; report.md beside it)\n", filepath.Join(folder, "report.html"))
+	}
 	if o.summary != "" && !o.compareDirect {
 		return res, writeSummary(o.summary, res)
 	}
