@@ -1,9 +1,7 @@
 package activities
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -394,27 +392,14 @@ func (f *feeder) death(chunk, attempt int, worker string, slot int, cause error)
 // readChunk reads a chunk's requests. A chunk is bounded by the run's chunk size, so
 // holding it is bounded too.
 func readChunk(ctx context.Context, store blob.Store, layout run.Layout, chunk int) ([]batchfile.Request, error) {
-	src, err := store.Open(ctx, layout.Chunk(chunk))
+	var reqs []batchfile.Request
+	err := run.EachRequest(ctx, store, layout, chunk, func(r batchfile.Request) error {
+		reqs = append(reqs, r)
+		return nil
+	})
 	if errors.Is(err, blob.ErrNotFound) {
 		return nil, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("chunk %d of run %s is missing: was the run's folder deleted?", chunk, layout.RunID), ErrTypeConfig, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open chunk %d: %w", chunk, err)
-	}
-	defer src.Close()
-	var reqs []batchfile.Request
-	sc := bufio.NewScanner(src)
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
-	for sc.Scan() {
-		var r batchfile.Request
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("chunk %d: %w", chunk, err)
-		}
-		reqs = append(reqs, r)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read chunk %d: %w", chunk, err)
-	}
-	return reqs, nil
+	return reqs, err
 }

@@ -113,42 +113,24 @@ func (m *merger) chunk(chunk run.ChunkPlan, missing func(batchfile.Request) batc
 	if err != nil {
 		return err
 	}
-	src, err := m.store.Open(m.ctx, m.layout.Chunk(chunk.Index))
-	if err != nil {
-		return fmt.Errorf("open chunk %d: %w", chunk.Index, err)
-	}
-	defer src.Close()
-	sc := bufio.NewScanner(src)
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
-	for sc.Scan() {
-		var req batchfile.Request
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			return fmt.Errorf("chunk %d: %w", chunk.Index, err)
-		}
+	return run.EachRequest(m.ctx, m.store, m.layout, chunk.Index, func(req batchfile.Request) error {
 		if err := m.planErrorsBefore(req.Line); err != nil {
 			return err
 		}
 		a, ok := answers[req.CustomID]
 		switch {
 		case !ok:
-			err = m.writeError(missing(req))
+			return m.writeError(missing(req))
 		case a.Error != nil:
 			status := 400
 			if a.Error.Code == batchfile.CodeEngineError {
 				status = 500
 			}
-			err = m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
+			return m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
 		default:
-			err = m.writeAnswer(req, a)
+			return m.writeAnswer(req, a)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read chunk %d: %w", chunk.Index, err)
-	}
-	return nil
+	})
 }
 
 func (m *merger) writeAnswer(req batchfile.Request, a run.Answer) error {
