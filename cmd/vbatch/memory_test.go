@@ -14,11 +14,10 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/synth"
 	"github.com/vbatch/vbatch/workflows"
-
-	"github.com/vbatch/vbatch/internal/blob"
 )
 
 // The control worker streams Plan and Merge: its peak RSS stays under 200 MB however
