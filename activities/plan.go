@@ -216,3 +216,29 @@ func configHash(in PlanInput) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
+
+// LoadChunks reads the plans of the given chunks from the run's manifest: how a
+// run that continued as new gets back the chunks it still has to generate, so its
+// input carries index ranges instead of the plan.
+func (c *Control) LoadChunks(ctx context.Context, in LoadChunksInput) ([]run.ChunkPlan, error) {
+	var manifest run.Manifest
+	if err := blob.ReadJSON(ctx, c.Store, in.Run.Manifest(), &manifest); err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	byIndex := make(map[int]run.ChunkPlan, len(manifest.Chunks))
+	for _, chunk := range manifest.Chunks {
+		byIndex[chunk.Index] = chunk
+	}
+	var chunks []run.ChunkPlan
+	for _, r := range in.Chunks {
+		for i := r.First; i <= r.Last; i++ {
+			chunk, ok := byIndex[i]
+			if !ok {
+				return nil, temporal.NewNonRetryableApplicationError(
+					fmt.Sprintf("chunk %d is not in the plan at %s", i, in.Run.Manifest()), ErrTypeConfig, nil)
+			}
+			chunks = append(chunks, chunk)
+		}
+	}
+	return chunks, nil
+}

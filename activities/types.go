@@ -175,3 +175,9 @@ type ReportInput struct {
 	GenerationStarted time.Time         `json:"generation_started"`
 	MergeStarted      time.Time         `json:"merge_started"`
 }
+
+// LoadChunksInput names chunks of a run's plan by index ranges.
+type LoadChunksInput struct {
+	Run    run.Layout       `json:"run"`
+	Chunks []run.IndexRange `json:"chunks"`
+}

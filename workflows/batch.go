@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -54,7 +55,9 @@ type FailedChunk struct {
 // BatchInference runs one batch: Plan → GenerateChunk for every chunk on the model's
 // GPU task queue, at most MaxInFlightChunks at once → Merge → Report. With RetryOf
 // it plans nothing: it redoes the earlier run's unfinished chunks in that run's
-// folder and merges the whole run again.
+// folder and merges the whole run again. Every ContinueAsNewEvery chunks it lets
+// its running chunks finish and continues as new with a Continuation, so a run of
+// any number of chunks stays inside Temporal's history limits.
 func BatchInference(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	b := &batch{in: in.withDefaults()}
 	if err := b.setup(ctx); err != nil {
@@ -63,16 +66,38 @@ func BatchInference(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	return b.run(ctx)
 }
 
+// Continuation is what one execution of a run hands to the next when it continues
+// as new: where the run is, the chunks it has left (as index ranges, not their
+// plans, which LoadChunks reads back from the manifest), and what it has counted.
+type Continuation struct {
+	Run     run.Layout             `json:"run"`
+	Plan    activities.PlanSummary `json:"plan"`
+	Pending []run.IndexRange       `json:"pending"`
+	// AttemptBase holds the nonzero attempt bases of a retry run's pending chunks.
+	AttemptBase       map[int]int               `json:"attempt_base,omitempty"`
+	Failed            []activities.ChunkFailure `json:"failed,omitempty"`
+	WorkTotal         int                       `json:"work_total"`
+	Simulated         bool                      `json:"simulated,omitempty"`
+	Progress          Progress                  `json:"progress"`
+	Started           time.Time                 `json:"started"`
+	GenerationStarted time.Time                 `json:"generation_started"`
+	Executions        int                       `json:"executions"`
+}
+
 // batch is one BatchInference execution's state.
 type batch struct {
-	in       BatchInput
-	layout   run.Layout
-	started  time.Time
-	plan     activities.PlanResult // the run's whole plan
-	work     []chunkWork           // the chunks this execution generates
-	progress Progress
-	chunks   map[int]activities.GenerateResult
-	failed   map[int]string
+	in        BatchInput
+	layout    run.Layout
+	started   time.Time
+	plan      activities.PlanSummary // the run's whole plan, without its chunk list
+	work      []chunkWork            // the chunks this execution generates
+	workTotal int                    // the chunks the run generates over all its executions
+	progress  Progress
+	chunks    map[int]activities.GenerateResult // this execution's finished chunks
+	failed    []activities.ChunkFailure         // the run's chunks that failed every attempt
+	simulated bool
+	// executions counts the executions before this one (continue-as-new).
+	executions int
 	// configErr is a chunk's non-retryable configuration error: the run ends
 	// with it, since every other chunk would meet it too.
 	configErr error
@@ -90,6 +115,15 @@ func (b *batch) setup(ctx workflow.Context) error {
 		return temporal.NewNonRetryableApplicationError(
 			`"input" is required: the s3:// or file:// URI of a JSONL file of requests (or "retry_of": a run to retry)`, ErrTypeBadInput, nil)
 	}
+	if c := b.in.Continuation; c != nil {
+		b.layout, b.plan, b.workTotal, b.simulated, b.executions = c.Run, c.Plan, c.WorkTotal, c.Simulated, c.Executions
+		b.failed = c.Failed
+		b.started = c.Started
+		b.progress = c.Progress
+		b.progress.generationStarted = c.GenerationStarted
+		b.chunks = map[int]activities.GenerateResult{}
+		return workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) { return b.progress, nil })
+	}
 	if b.in.RetryOf == "" {
 		output := b.in.Output
 		if output == "" {
@@ -99,7 +133,6 @@ func (b *batch) setup(ctx workflow.Context) error {
 	}
 	b.started = workflow.Now(ctx)
 	b.chunks = map[int]activities.GenerateResult{}
-	b.failed = map[int]string{}
 	b.progress = Progress{Phase: PhasePlanning, Model: b.in.Model, Started: b.started}
 	return workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) { return b.progress, nil })
 }
@@ -134,20 +167,33 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	b.publish(ctx)
 
 	planCtx := workflow.WithActivityOptions(ctx, b.controlOptions())
-	if b.in.RetryOf != "" {
+	switch {
+	case b.in.Continuation != nil:
+		if err := b.resume(planCtx); err != nil {
+			return BatchResult{}, err
+		}
+	case b.in.RetryOf != "":
 		if err := b.planRetry(planCtx); err != nil {
 			return BatchResult{}, err
 		}
-	} else if err := b.planRun(planCtx); err != nil {
-		return BatchResult{}, err
+	default:
+		if err := b.planRun(planCtx); err != nil {
+			return BatchResult{}, err
+		}
 	}
-	b.progress.Phase = PhaseGenerating
-	b.progress.Model = b.in.Model
-	b.progress.ChunksTotal = len(b.work)
-	b.progress.generationStarted = workflow.Now(ctx)
+	if b.in.Continuation == nil {
+		b.workTotal = len(b.work)
+		b.progress.Phase = PhaseGenerating
+		b.progress.Model = b.in.Model
+		b.progress.ChunksTotal = b.workTotal
+		b.progress.generationStarted = workflow.Now(ctx)
+	}
 	b.publish(ctx)
 
-	cancelled := b.generate(ctx)
+	cancelled, left := b.generate(ctx)
+	if len(left) > 0 && !cancelled && b.configErr == nil {
+		return BatchResult{}, b.continueAsNew(ctx, left)
+	}
 	if b.configErr != nil {
 		b.progress.Phase, b.progress.Status = PhaseDone, StatusFailed
 		b.publish(ctx)
@@ -160,11 +206,12 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	b.progress.Phase = PhaseMerging
 	b.publish(ctx)
 	mergeCtx := workflow.WithActivityOptions(finishCtx, b.controlOptions())
-	mergeIn := activities.MergeInput{Run: b.layout}
+	mergeIn := activities.MergeInput{Run: b.layout, Failed: slices.Clone(b.failed)}
+	slices.SortFunc(mergeIn.Failed, func(x, y activities.ChunkFailure) int { return x.Index - y.Index })
 	for _, w := range b.work {
-		if reason, ok := b.failed[w.chunk.Index]; ok {
-			mergeIn.Failed = append(mergeIn.Failed, activities.ChunkFailure{Index: w.chunk.Index, Reason: reason})
-		} else if _, ok := b.chunks[w.chunk.Index]; !ok {
+		_, done := b.chunks[w.chunk.Index]
+		failed := slices.ContainsFunc(b.failed, func(f activities.ChunkFailure) bool { return f.Index == w.chunk.Index })
+		if !done && !failed {
 			mergeIn.Cancelled = append(mergeIn.Cancelled, w.chunk.Index)
 		}
 	}
@@ -182,12 +229,12 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		ErrorsByCode:     merged.ErrorsByCode,
 		PromptTokens:     merged.PromptTokens,
 		CompletionTokens: merged.CompletionTokens,
-		Chunks:           len(b.plan.Chunks),
+		Chunks:           b.plan.Chunks,
 		Output:           merged.Output,
 		ErrorsURI:        merged.ErrorsURI,
 	}
 	if b.in.RetryOf != "" {
-		res.RetryOf, res.RetriedChunks = b.in.RetryOf, len(b.work)
+		res.RetryOf, res.RetriedChunks = b.in.RetryOf, b.workTotal
 	}
 	for _, f := range mergeIn.Failed {
 		res.FailedChunks = append(res.FailedChunks, FailedChunk(f))
@@ -198,9 +245,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	case len(res.FailedChunks) > 0:
 		res.Status = StatusCompletedWithFailures
 	}
-	for _, w := range b.work {
-		res.Simulated = res.Simulated || b.chunks[w.chunk.Index].Simulated
-	}
+	res.Simulated = b.simulated
 
 	b.progress.Phase = PhaseReporting
 	b.publish(ctx)
@@ -212,7 +257,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		Status:            res.Status,
 		Labels:            b.in.Labels,
 		RetryOf:           b.in.RetryOf,
-		Plan:              b.plan.Summary(),
+		Plan:              b.plan,
 		Merge:             merged,
 		FailedChunks:      mergeIn.Failed,
 		Started:           b.started,
@@ -237,6 +282,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 // planRun splits the input into chunks; every chunk is to be generated.
 func (b *batch) planRun(ctx workflow.Context) error {
 	var control *activities.Control
+	var plan activities.PlanResult
 	err := workflow.ExecuteActivity(ctx, control.Plan, activities.PlanInput{
 		Run:          b.layout,
 		Input:        b.in.Input,
@@ -244,11 +290,12 @@ func (b *batch) planRun(ctx workflow.Context) error {
 		Sampling:     b.in.Sampling,
 		ChunkSize:    b.in.ChunkSize,
 		MaxLineBytes: b.in.MaxLineBytes,
-	}).Get(ctx, &b.plan)
+	}).Get(ctx, &plan)
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", b.in.Input, err)
 	}
-	for _, c := range b.plan.Chunks {
+	b.plan = plan.Summary()
+	for _, c := range plan.Chunks {
 		b.work = append(b.work, chunkWork{chunk: c})
 	}
 	b.progress.Requests = b.plan.Lines
@@ -268,7 +315,7 @@ func (b *batch) planRetry(ctx workflow.Context) error {
 	if err != nil {
 		return fmt.Errorf("retry of run %s: %w", b.in.RetryOf, err)
 	}
-	b.layout, b.plan = rp.Run, rp.Plan
+	b.layout, b.plan = rp.Run, rp.Plan.Summary()
 	b.in.Input, b.in.Model = rp.Input, rp.Model
 	chunks := make(map[int]run.ChunkPlan, len(rp.Plan.Chunks))
 	for _, c := range rp.Plan.Chunks {
@@ -286,11 +333,52 @@ func (b *batch) planRetry(ctx workflow.Context) error {
 	return nil
 }
 
+// resume reads back the plans of the chunks a continued run has left.
+func (b *batch) resume(ctx workflow.Context) error {
+	c := b.in.Continuation
+	var control *activities.Control
+	var chunks []run.ChunkPlan
+	err := workflow.ExecuteActivity(ctx, control.LoadChunks, activities.LoadChunksInput{Run: c.Run, Chunks: c.Pending}).Get(ctx, &chunks)
+	if err != nil {
+		return fmt.Errorf("continue run %s: %w", c.Run.RunID, err)
+	}
+	for _, chunk := range chunks {
+		b.work = append(b.work, chunkWork{chunk: chunk, attemptBase: c.AttemptBase[chunk.Index]})
+	}
+	return nil
+}
+
+// continueAsNew hands the chunks left to a new execution of the run.
+func (b *batch) continueAsNew(ctx workflow.Context, left []chunkWork) error {
+	next := b.in
+	c := &Continuation{
+		Run: b.layout, Plan: b.plan, Failed: b.failed, WorkTotal: b.workTotal, Simulated: b.simulated,
+		Progress: b.progress, Started: b.started, GenerationStarted: b.progress.generationStarted,
+		Executions: b.executions + 1,
+	}
+	indexes := make([]int, 0, len(left))
+	for _, w := range left {
+		indexes = append(indexes, w.chunk.Index)
+		if w.attemptBase != 0 {
+			if c.AttemptBase == nil {
+				c.AttemptBase = map[int]int{}
+			}
+			c.AttemptBase[w.chunk.Index] = w.attemptBase
+		}
+	}
+	slices.Sort(indexes)
+	c.Pending = run.RangesOf(indexes)
+	next.Continuation = c
+	workflow.GetLogger(ctx).Info("continuing as new", "execution", c.Executions, "chunks_left", len(left))
+	return workflow.NewContinueAsNewError(ctx, BatchInference, next)
+}
+
 // generate runs every chunk of b.work through GenerateChunk with a sliding window
-// and reports whether the run was cancelled meanwhile. A chunk that fails all its
-// attempts is recorded in b.failed; the others go on. A chunk's configuration error
-// stops the run: b.configErr.
-func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
+// and reports whether the run was cancelled meanwhile, and the chunks it left for
+// the next execution when this one has finished ContinueAsNewEvery chunks. A chunk
+// that fails all its attempts is recorded in b.failed; the others go on. A chunk's
+// configuration error stops the run: b.configErr.
+func (b *batch) generate(ctx workflow.Context) (cancelled bool, left []chunkWork) {
 	var gpu *activities.GPU
 	actCtx, cancelChunks := workflow.WithCancel(ctx)
 	defer cancelChunks()
@@ -303,9 +391,12 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 		RetryPolicy:         b.retryPolicy(),
 	})
 	sel := workflow.NewSelector(ctx)
-	next, running := 0, 0
+	next, running, ended := 0, 0, 0
+	// draining: this execution starts no more chunks and continues as new once its
+	// running ones end.
+	draining := false
 	for next < len(b.work) || running > 0 {
-		for running < b.in.MaxInFlightChunks && next < len(b.work) && ctx.Err() == nil && b.configErr == nil {
+		for running < b.in.MaxInFlightChunks && next < len(b.work) && ctx.Err() == nil && b.configErr == nil && !draining {
 			w := b.work[next]
 			next++
 			running++
@@ -320,12 +411,14 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 			})
 			sel.AddFuture(f, func(f workflow.Future) {
 				running--
+				ended++
 				var r activities.GenerateResult
 				err := f.Get(ctx, &r)
 				var canceled *temporal.CanceledError
 				switch {
 				case err == nil:
 					b.chunks[w.chunk.Index] = r
+					b.simulated = b.simulated || r.Simulated
 					b.progress.ChunksDone++
 					b.progress.RequestsDone += r.Answered + r.Failed
 					b.progress.RequestsFailed += r.Failed
@@ -338,7 +431,7 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 						cancelChunks()
 					}
 				default:
-					b.failed[w.chunk.Index] = failureReason(err)
+					b.failed = append(b.failed, activities.ChunkFailure{Index: w.chunk.Index, Reason: failureReason(err)})
 					b.progress.ChunksFailed++
 					b.progress.RequestsFailed += w.chunk.Requests
 				}
@@ -350,9 +443,28 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool) {
 		b.progress.ChunksRunning = running
 		b.publish(ctx)
 		sel.Select(ctx)
+		if !draining && next < len(b.work) && b.historyFull(ctx, ended) {
+			draining = true
+		}
 	}
 	b.progress.ChunksRunning = 0
-	return ctx.Err() != nil
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if b.configErr == nil {
+		left = b.work[next:]
+	}
+	return false, left
+}
+
+// historyFull says whether this execution, having ended this many chunks, should
+// hand the rest of the run to a new one. Runs whose history began before
+// continue-as-new existed never do, so their replay stays as recorded.
+func (b *batch) historyFull(ctx workflow.Context, ended int) bool {
+	if ended < b.in.ContinueAsNewEvery && !workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+		return false
+	}
+	return workflow.GetVersion(ctx, "continue-as-new", workflow.DefaultVersion, 1) >= 1
 }
 
 func isConfigError(err error) bool {

@@ -35,6 +35,10 @@ const (
 	DefaultCheckpointEvery   = 64
 	DefaultCheckpointSeconds = 10
 	DefaultHeartbeatTimeout  = 2 * time.Minute
+	// DefaultContinueAsNewEvery keeps one execution's history to a few thousand
+	// events (about six a chunk): Temporal's limit is 51,200, and replaying a long
+	// history slows every workflow task.
+	DefaultContinueAsNewEvery = 1000
 )
 
 // BatchInput is the one argument of BatchInference. Every field but Input is optional.
@@ -74,6 +78,11 @@ type BatchInput struct {
 	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
 	// Labels are free-form tags carried into the report.
 	Labels map[string]string `json:"labels,omitempty"`
+	// ContinueAsNewEvery is how many chunks one execution finishes before the run
+	// continues as new (default 1000), or sooner when Temporal suggests it.
+	ContinueAsNewEvery int `json:"continue_as_new_every,omitempty"`
+	// Continuation is set by the run itself when it continues as new; never by a user.
+	Continuation *Continuation `json:"continuation,omitempty"`
 }
 
 // withDefaults returns in with every unset field at its default.
@@ -98,6 +107,9 @@ func (in BatchInput) withDefaults() BatchInput {
 	}
 	if in.CheckpointSeconds <= 0 {
 		in.CheckpointSeconds = DefaultCheckpointSeconds
+	}
+	if in.ContinueAsNewEvery <= 0 {
+		in.ContinueAsNewEvery = DefaultContinueAsNewEvery
 	}
 	if in.HeartbeatTimeoutSeconds <= 0 {
 		in.HeartbeatTimeoutSeconds = int(DefaultHeartbeatTimeout / time.Second)
