@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -18,25 +20,8 @@ func (a *app) sampleCmd() *cobra.Command {
 		Use:   "candidates --n N --out URI",
 		Short: "Write N candidate-scoring requests (OpenAI Batch format), like the seed benchmark's workload",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, err := a.store(cmd.Context())
-			if err != nil {
+			if err := a.writeSample(cmd.Context(), out, func(w io.Writer) error { return synth.WriteCandidates(w, o) }); err != nil {
 				return err
-			}
-			w, err := store.Create(cmd.Context(), out)
-			if err != nil {
-				return err
-			}
-			buf := bufio.NewWriterSize(w, 1<<20)
-			if err := synth.WriteCandidates(buf, o); err != nil {
-				_ = w.Abort()
-				return err
-			}
-			if err := buf.Flush(); err != nil {
-				_ = w.Abort()
-				return err
-			}
-			if err := w.Close(); err != nil {
-				return fmt.Errorf("write %s: %w", out, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d requests to %s\n", o.N, out)
 			return nil
@@ -49,8 +34,48 @@ func (a *app) sampleCmd() *cobra.Command {
 	candidates.Flags().BoolVar(&o.NoSchema, "no-schema", false, "leave response_format out (for engines that cannot enforce a JSON schema)")
 	candidates.Flags().StringVar(&out, "out", "", "where to write: s3://bucket/key or file:///path (required)")
 	_ = candidates.MarkFlagRequired("out")
-	cmd.AddCommand(candidates)
+	var tinyN int
+	tiny := &cobra.Command{
+		Use:   "tiny --n N --out URI",
+		Short: "Write N tiny chat requests (max_tokens 8), for runs that measure orchestration at a million requests",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.writeSample(cmd.Context(), out, func(w io.Writer) error { return synth.WriteTiny(w, tinyN) }); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d requests to %s\n", tinyN, out)
+			return nil
+		},
+	}
+	tiny.Flags().IntVar(&tinyN, "n", 1000000, "number of requests")
+	tiny.Flags().StringVar(&out, "out", "", "where to write: s3://bucket/key or file:///path (required)")
+	_ = tiny.MarkFlagRequired("out")
+	cmd.AddCommand(candidates, tiny)
 	return cmd
+}
+
+// writeSample writes one synthetic workload object through a buffer.
+func (a *app) writeSample(ctx context.Context, uri string, write func(io.Writer) error) error {
+	store, err := a.store(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := store.Create(ctx, uri)
+	if err != nil {
+		return err
+	}
+	buf := bufio.NewWriterSize(w, 1<<20)
+	if err := write(buf); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	if err := buf.Flush(); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", uri, err)
+	}
+	return nil
 }
 
 func (a *app) gpusCmd() *cobra.Command {
