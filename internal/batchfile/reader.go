@@ -3,6 +3,7 @@ package batchfile
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,13 +58,13 @@ func (e *LineError) Error() string { return e.Message }
 type Reader struct {
 	br    *bufio.Reader
 	opts  Options
-	keep  int            // bytes of a line kept: the limit plus a CRLF
-	buf   []byte         // the current line, at most keep bytes
-	line  int            // lines read so far, blank ones included
-	seen  map[string]int // custom_id → the line that claimed it
-	eof   bool           // the input ended; the next Next returns io.EOF
-	err   error          // sticky: io.EOF or a read failure
-	start bool           // the byte order mark check is done
+	keep  int             // bytes of a line kept: the limit plus a CRLF
+	buf   []byte          // the current line, at most keep bytes
+	line  int             // lines read so far, blank ones included
+	seen  map[idKey]int32 // custom_id → the line that claimed it
+	eof   bool            // the input ended; the next Next returns io.EOF
+	err   error           // sticky: io.EOF or a read failure
+	start bool            // the byte order mark check is done
 }
 
 // NewReader returns a Reader of r.
@@ -75,7 +76,7 @@ func NewReader(r io.Reader, opts Options) *Reader {
 		br:   bufio.NewReaderSize(r, 64<<10),
 		opts: opts,
 		keep: opts.MaxLineBytes + 2,
-		seen: make(map[string]int),
+		seen: make(map[idKey]int32),
 	}
 }
 
@@ -226,10 +227,9 @@ func (r *Reader) parseLine(size int64) (Request, *LineError) {
 	if err := json.Unmarshal(rawID, &id); err != nil || id == "" {
 		return Request{}, r.bad("", CodeMissingCustomID, "custom_id must be a non-empty string, got %s", shortJSON(rawID))
 	}
-	if first, dup := r.seen[id]; dup {
+	if first, dup := r.claim(id, n); dup {
 		return Request{}, r.bad(id, CodeDuplicateCustomID, "custom_id %s already used on line %d", shortQuote(id), first)
 	}
-	r.seen[id] = n
 
 	req, p := parseForm(top, r.opts)
 	if p != nil {
@@ -263,10 +263,24 @@ func (r *Reader) claimScanned(b []byte, distrustReplacement bool) string {
 	if distrustReplacement && strings.ContainsRune(id, utf8.RuneError) {
 		return ""
 	}
-	if _, dup := r.seen[id]; !dup {
-		r.seen[id] = r.line
-	}
+	r.claim(id, r.line)
 	return id
+}
+
+// idKey is a custom_id by its SHA-256, cut to 128 bits: the set of a million ids
+// takes tens of megabytes less than the ids themselves, and two ids meet by chance
+// with a probability of about 10⁻²⁷.
+type idKey [16]byte
+
+// claim gives id to line unless an earlier line has it; then it says which.
+func (r *Reader) claim(id string, line int) (first int, dup bool) {
+	sum := sha256.Sum256([]byte(id))
+	key := idKey(sum[:16])
+	if first, dup := r.seen[key]; dup {
+		return int(first), true
+	}
+	r.seen[key] = int32(line)
+	return 0, false
 }
 
 // scanCustomID walks the top-level keys of the JSON object at the start of b, as
