@@ -59,6 +59,11 @@ type Result struct {
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
 	CachedTokens     int    `json:"cached_tokens,omitempty"`
+	// EngineSeconds is the request's share of the engine's busy time: each moment
+	// the engine is busy is split evenly among the requests in it, so the shares of
+	// all requests add up to Stats.BusySeconds. Zero where the engine does not
+	// measure it (openai).
+	EngineSeconds float64 `json:"engine_seconds,omitempty"`
 }
 
 // RequestError is a failure of one request alone (prompt too long, a sampling field

@@ -96,6 +96,11 @@ type Process struct {
 	stats     Stats
 	busySince time.Time
 	busy      time.Duration
+	// shareClock is the busy time one request has been charged since the engine
+	// started, if it had been in flight all along (the integral of 1/in-flight
+	// over busy time); a request's share is its difference from submit to outcome.
+	shareClock float64
+	shareAt    time.Time
 	exited    bool
 	closing   bool
 	protoErr  error  // set when the runner broke the protocol
@@ -112,8 +117,9 @@ type Process struct {
 var _ Engine = (*Process)(nil)
 
 type pendingRequest struct {
-	call *generation
-	req  batchfile.Request
+	call       *generation
+	req        batchfile.Request
+	shareStart float64 // shareClock at submit
 }
 
 // generation is one Generate call. Its channel holds one slot per request, so the
@@ -303,8 +309,13 @@ func (p *Process) Stats() Stats {
 	return s
 }
 
-// addInFlight moves the in-flight count and the busy clock; p.mu is held.
+// addInFlight moves the in-flight count and the busy and share clocks; p.mu is held.
 func (p *Process) addInFlight(delta int64) {
+	now := time.Now()
+	if p.stats.InFlight > 0 {
+		p.shareClock += now.Sub(p.shareAt).Seconds() / float64(p.stats.InFlight)
+	}
+	p.shareAt = now
 	before := p.stats.InFlight
 	p.stats.InFlight += delta
 	switch {
@@ -353,11 +364,11 @@ func (p *Process) Generate(ctx context.Context, reqs []batchfile.Request, onOutc
 		p.mu.Unlock()
 		return p.diedError()
 	}
+	p.addInFlight(int64(len(reqs)))
 	for i, req := range reqs {
-		p.pending[ids[i]] = pendingRequest{call: call, req: req}
+		p.pending[ids[i]] = pendingRequest{call: call, req: req, shareStart: p.shareClock}
 	}
 	p.stats.Submitted += int64(len(reqs))
-	p.addInFlight(int64(len(reqs)))
 	p.mu.Unlock()
 	p.send(lines...)
 
@@ -543,6 +554,7 @@ func (p *Process) handleEvent(line []byte) error {
 				PromptTokens:     ev.PromptTokens,
 				CompletionTokens: ev.CompletionTokens,
 				CachedTokens:     ev.CachedTokens,
+				EngineSeconds:    p.shareClock - pr.shareStart,
 			}
 		} else {
 			code := ev.Code

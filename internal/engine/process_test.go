@@ -139,11 +139,14 @@ func TestProcessAnswersEveryRequestOnce(t *testing.T) {
 	require.Len(t, got, 200)
 
 	var prompt, completion int64
+	var engineSeconds float64
 	for i, req := range reqs {
 		o := got[req.CustomID]
 		require.Nil(t, o.Err, req.CustomID)
 		require.NotNil(t, o.Result, req.CustomID)
 		r := o.Result
+		assert.Greater(t, r.EngineSeconds, 0.0, req.CustomID)
+		engineSeconds += r.EngineSeconds
 		assert.Equal(t, "stop", r.FinishReason, req.CustomID)
 		// The simulated tokenizer: 4 bytes a token, over every message's content.
 		wantPrompt := (len("You evaluate job candidates.") + len(messageContent(t, req)) + 3) / 4
@@ -169,6 +172,8 @@ func TestProcessAnswersEveryRequestOnce(t *testing.T) {
 	assert.Equal(t, prompt, st.PromptTokens)
 	assert.Equal(t, completion, st.CompletionTokens)
 	assert.Greater(t, st.BusySeconds, 0.0)
+	// The requests' shares of the busy time add up to it: nothing is counted twice.
+	assert.InDelta(t, st.BusySeconds, engineSeconds, 0.01*st.BusySeconds)
 
 	// Every log line of a simulated engine says so.
 	require.NotZero(t, logs.Len())

@@ -25,7 +25,11 @@ Protocol (one JSON object a line; stdout carries only these, stderr is the log):
              completion_tokens, logprobs) when n > 1 or logprobs were asked, and
              "logprobs" (OpenAI's chat shape) for the first choice
   runner -> {"event":"error","id","code","message"}      that request alone failed
-stdin EOF finishes what was submitted, then exits 0. A GPU engine that breaks while
+stdin EOF finishes what was submitted, then exits 0. On every exit with status 0
+the runner logs "served N requests" on stderr: N counts the submit commands it
+received (rejected ones included), the engine's own count of the work it was
+given; the worker's log carries it, and tests that must prove the engine was
+never asked (a run answered from vbatch's answer cache) read it there. A GPU engine that breaks while
 serving exits with status 4; the sim's crash_on fault exits with status 3.
 
 The runner is this file and its siblings, written next to it by the worker:
@@ -475,9 +479,10 @@ def take_stdout():
     return protocol
 
 
-def read_commands(stream, backend, emitter, log):
+def read_commands(stream, backend, emitter, log, served=None):
     """Feeds the backend from stdin until EOF or shutdown; returns True to drain
-    (EOF) and False to abort (shutdown)."""
+    (EOF) and False to abort (shutdown). served["requests"], when given, counts
+    the submit commands as they arrive."""
     for line in stream:
         line = line.strip()
         if not line:
@@ -489,6 +494,8 @@ def read_commands(stream, backend, emitter, log):
             log.error("ignoring a command that is not a JSON object: %.200s", line)
             continue
         if op == "submit":
+            if served is not None:
+                served["requests"] += 1
             rid = str(command.get("id"))
             try:
                 request = command.get("request")
@@ -560,16 +567,18 @@ def main(argv=None):
 
     stop = threading.Event()
     outcome = {"drain": True}
+    served = {"requests": 0}
 
     def reader():
         try:
-            outcome["drain"] = read_commands(sys.stdin, backend, emitter, log)
+            outcome["drain"] = read_commands(sys.stdin, backend, emitter, log, served)
         finally:
             stop.set()
 
     threading.Thread(target=reader, name="commands", daemon=True).start()
     backend.serve(stop)
     backend.close(outcome["drain"])
+    log.info("served %d requests", served["requests"])
     log.info("exiting")
     return 0
 

@@ -229,12 +229,20 @@ class ProtocolTest(unittest.TestCase):
         self.assertTrue(stderr)
         for line in stderr:
             self.assertTrue(line.startswith(runner.SIM_LOG_PREFIX), line)
+        # The engine's own count of what it was given, rejected requests included.
+        self.assertIn("served 6 requests", proc.stderr)
 
     def test_shutdown_aborts_what_is_left(self):
         commands = [{"op": "submit", "id": "slow", "request": chat("r")}, {"op": "shutdown"}]
         proc, events = self.run_runner(commands, sim={"tokens_per_second": 10})
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual([e["event"] for e in events], ["ready"])
+        self.assertIn("served 1 requests", proc.stderr)
+
+    def test_nothing_submitted_is_served_0(self):
+        proc, _ = self.run_runner([])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("served 0 requests", proc.stderr)
 
     def test_crash_on_exits_with_status_3(self):
         commands = [{"op": "submit", "id": "x", "request": chat("contains BOOM here")}]
