@@ -101,10 +101,10 @@ type Process struct {
 	// over busy time); a request's share is its difference from submit to outcome.
 	shareClock float64
 	shareAt    time.Time
-	exited    bool
-	closing   bool
-	protoErr  error  // set when the runner broke the protocol
-	failMsg   string // the runner's "failed" event: why it could not load
+	exited     bool
+	closing    bool
+	protoErr   error  // set when the runner broke the protocol
+	failMsg    string // the runner's "failed" event: why it could not load
 
 	readyCh   chan Ready
 	done      chan struct{}
