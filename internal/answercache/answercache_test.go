@@ -59,7 +59,9 @@ func TestKeyChangesWithModelEngineSettingsAndRequestBody(t *testing.T) {
 		assert.NotEqual(t, base, key(t, e, baseRequest()), "a change of %s must miss", name)
 	}
 	requestChange := map[string]func(*batchfile.Request){
-		"message text":    func(r *batchfile.Request) { r.Messages = json.RawMessage(`[{"role":"user","content":"Rate this candidate!"}]`) },
+		"message text": func(r *batchfile.Request) {
+			r.Messages = json.RawMessage(`[{"role":"user","content":"Rate this candidate!"}]`)
+		},
 		"kind":            func(r *batchfile.Request) { r.Kind = batchfile.KindCompletion },
 		"prompt":          func(r *batchfile.Request) { r.Prompt = "x" },
 		"temperature":     func(r *batchfile.Request) { r.Sampling.Temperature = ptr(0.0) },
