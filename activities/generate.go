@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 
+	"github.com/vbatch/vbatch/internal/answercache"
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/engine"
@@ -31,6 +32,10 @@ type GPU struct {
 	Worker  string       // this worker's name, for the report
 	Monitor *gpu.Monitor // nil where the host has no GPUs
 	Logger  *zap.Logger
+	// CacheEngine is what of the worker's loaded engine goes into answer cache
+	// keys (its settings, as internal/answercache describes); the worker sets it
+	// from its configuration and its engines' ready event.
+	CacheEngine answercache.Engine
 	// FaultFailChunks is a test-only fault: GenerateChunk fails these chunk
 	// indexes on every attempt, so that tests can make a shard fail for good. Only
 	// the hidden worker flag --fault-fail-chunk sets it.
@@ -129,13 +134,26 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 			deaths = append(deaths, d)
 		}
 	}
-	plan := planFeed(todo, deaths)
-
 	log := g.logger()
 	cp := &checkpointer{store: g.Store, layout: in.Run, chunk: in.Chunk.Index, attempt: attempt,
 		every: max(in.CheckpointEvery, 1), parts: state.Parts, log: log}
 	resumed.Store(int64(res.Resumed))
 	cpRef.Store(cp)
+
+	// The answer cache answers what it holds before anything reaches the engine;
+	// its answers are checkpointed like the engine's, so resume and exactly-once
+	// hold for them too.
+	cache := g.openCache(ctx, in, log)
+	if cache != nil {
+		defer cache.close(in.Chunk.Index)
+		var hits []run.Answer
+		hits, todo = cache.lookup(ctx, g.Model, attempt, todo)
+		for _, a := range hits {
+			cp.add(ctx, a)
+		}
+		res.CacheHits, res.CacheMisses = len(hits), len(todo)
+	}
+	plan := planFeed(todo, deaths)
 	genCtx, cancelGen := context.WithCancelCause(ctx)
 	defer cancelGen(nil)
 	var stopping atomic.Bool
@@ -178,11 +196,15 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		if o.Result != nil {
 			a.Text, a.FinishReason = o.Result.Text, o.Result.FinishReason
 			a.PromptTokens, a.CompletionTokens, a.CachedTokens = o.Result.PromptTokens, o.Result.CompletionTokens, o.Result.CachedTokens
+			a.EngineSeconds = o.Result.EngineSeconds
 		}
 		// One line per answer at debug level: what the fault tests count to
 		// measure how many requests were generated more than once.
 		log.Debug("answer", zap.Int("chunk", in.Chunk.Index), zap.Int("attempt", attempt), zap.String("custom_id", a.CustomID))
 		cp.add(ctx, a)
+		if cache != nil {
+			cache.store(g.Model, a)
+		}
 	}}
 	lease, genErr := g.Engines.Acquire(genCtx)
 	var busy [2]run.BusySample
@@ -194,7 +216,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		ready = lease.Engine.Ready()
 		res.Backend, res.Simulated = ready.Backend, ready.Simulated
 		activity.GetLogger(ctx).Info("generating chunk", "chunk", in.Chunk.Index, "attempt", attempt, "requests", len(reqs),
-			"resumed", res.Resumed, "suspects", len(plan.group)+len(plan.solo), "blamed", len(plan.blamed),
+			"resumed", res.Resumed, "cache_hits", res.CacheHits, "suspects", len(plan.group)+len(plan.solo), "blamed", len(plan.blamed),
 			"slot", lease.Slot, "backend", ready.Backend, "simulated", ready.Simulated)
 		if slices.Contains(g.FaultFailChunks, in.Chunk.Index) {
 			genErr = temporal.NewApplicationError(fmt.Sprintf(

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -36,6 +37,9 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 	m, err := newMerger(ctx, c.Store, in.Run, manifest.Model)
 	if err != nil {
 		return MergeResult{}, err
+	}
+	if in.Cache {
+		m.res.Cache = &report.CacheUse{Prefix: in.CachePrefix}
 	}
 	defer m.abort()
 	lastBeat := time.Now()
@@ -118,6 +122,9 @@ func (m *merger) chunk(chunk run.ChunkPlan, missing func(batchfile.Request) batc
 			return err
 		}
 		a, ok := answers[req.CustomID]
+		if ok {
+			m.countCache(a)
+		}
 		switch {
 		case !ok:
 			return m.writeError(missing(req))
@@ -144,6 +151,21 @@ func (m *merger) writeAnswer(req batchfile.Request, a run.Answer) error {
 	m.res.PromptTokens += int64(a.PromptTokens)
 	m.res.CompletionTokens += int64(a.CompletionTokens)
 	return writeJSONLine(m.outBuf, line)
+}
+
+// countCache counts an answer as the cache's hit or miss, for a run with a cache.
+func (m *merger) countCache(a run.Answer) {
+	c := m.res.Cache
+	switch {
+	case c == nil:
+	case a.Cached:
+		c.Hits++
+		c.SavedEngineSeconds += a.EngineSeconds
+		c.SavedPromptTokens += int64(a.PromptTokens)
+		c.SavedCompletionTokens += int64(a.CompletionTokens)
+	default:
+		c.Misses++
+	}
 }
 
 func (m *merger) writeError(line batchfile.OutputLine) error {

@@ -27,6 +27,7 @@ func (c *Control) Report(ctx context.Context, in ReportInput) (string, error) {
 		RunID: in.Run.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: labels,
 		Lines: in.Plan.Lines, Valid: in.Plan.Valid, FailedChunks: len(in.FailedChunks),
 		Started: in.Started, Generation: in.GenerationStarted, MergeStarted: in.MergeStarted, Finished: time.Now(),
+		Cache:     in.Merge.Cache,
 		Heartbeat: func() { activity.RecordHeartbeat(ctx) },
 	})
 	if err != nil {

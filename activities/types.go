@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -78,16 +79,22 @@ type GenerateInput struct {
 	// RetryEngineErrors redoes the requests whose answer from an earlier run is an
 	// engine_error.
 	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
+	// Cache is the answer cache's prefix (internal/answercache); empty: no cache.
+	Cache string `json:"cache,omitempty"`
 }
 
 // GenerateResult is what one chunk's successful attempt did.
 type GenerateResult struct {
-	Chunk            int     `json:"chunk"`
-	Attempt          int     `json:"attempt"`
-	Answered         int     `json:"answered"` // answers, this attempt's and resumed ones
-	Failed           int     `json:"failed"`   // per-request errors
-	Resumed          int     `json:"resumed"`
-	Blamed           int     `json:"blamed,omitempty"` // requests recorded as engine_error for crashing the engine
+	Chunk    int `json:"chunk"`
+	Attempt  int `json:"attempt"`
+	Answered int `json:"answered"` // answers, this attempt's and resumed ones
+	Failed   int `json:"failed"`   // per-request errors
+	Resumed  int `json:"resumed"`
+	Blamed   int `json:"blamed,omitempty"` // requests recorded as engine_error for crashing the engine
+	// CacheHits are this attempt's answers from the answer cache; CacheMisses the
+	// requests it looked up there in vain and sent to the engine.
+	CacheHits        int     `json:"cache_hits,omitempty"`
+	CacheMisses      int     `json:"cache_misses,omitempty"`
 	PromptTokens     int64   `json:"prompt_tokens"`
 	CompletionTokens int64   `json:"completion_tokens"`
 	Seconds          float64 `json:"seconds"`
@@ -115,6 +122,10 @@ type MergeInput struct {
 	Run       run.Layout     `json:"run"`
 	Failed    []ChunkFailure `json:"failed,omitempty"`
 	Cancelled []int          `json:"cancelled,omitempty"`
+	// Cache says the run used the answer cache at CachePrefix: Merge then counts
+	// its hits and misses.
+	Cache       bool   `json:"cache,omitempty"`
+	CachePrefix string `json:"cache_prefix,omitempty"`
 }
 
 // MergeResult counts what Merge wrote.
@@ -128,6 +139,8 @@ type MergeResult struct {
 	CompletionTokens int64          `json:"completion_tokens"`
 	OutputBytes      int64          `json:"output_bytes"`
 	ErrorsBytes      int64          `json:"errors_bytes"`
+	// Cache is what the answer cache did for the run; nil without a cache.
+	Cache *report.CacheUse `json:"cache,omitempty"`
 }
 
 // RetryInput asks PlanRetry what is left to do in an earlier run.

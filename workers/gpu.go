@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/activities"
+	"github.com/vbatch/vbatch/internal/answercache"
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/gpu"
@@ -94,15 +95,16 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 		WorkerStopTimeout:                  cfg.StopTimeout,
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
 	})
+	ready := w.pool.slots[0].engine.Ready()
 	w.RegisterActivityWithOptions(&activities.GPU{
 		Store: store, Engines: w.pool, Model: cfg.Model, Worker: cfg.Name, Monitor: w.monitor, Logger: log,
+		CacheEngine:     answercache.EngineOf(cfg.Model, cfg.Settings, cfg.Sim, ready),
 		FaultFailChunks: cfg.FaultFailChunks,
 	}, activity.RegisterOptions{})
 	if len(cfg.FaultFailChunks) > 0 {
 		log.Warn("FAULT INJECTION: this worker fails chunks on every attempt (--fault-fail-chunk); never use it in production",
 			zap.Ints("chunks", cfg.FaultFailChunks))
 	}
-	ready := w.pool.slots[0].engine.Ready()
 	log.Info("GPU worker ready", zap.String("queue", queue), zap.String("model", cfg.Model),
 		zap.String("engine", ready.Backend), zap.Bool("simulated", ready.Simulated), zap.Int("engines", len(groups)),
 		zap.Int("chunks_per_engine", cfg.ChunksPerEngine))

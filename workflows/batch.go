@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/vbatch/vbatch/activities"
+	"github.com/vbatch/vbatch/internal/answercache"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -44,6 +46,12 @@ type BatchResult struct {
 	Report        string  `json:"report"`
 	Simulated     bool    `json:"simulated"`
 	Seconds       float64 `json:"seconds"`
+	// CacheHits and CacheMisses count the answers from the answer cache and from
+	// an engine, and CacheSavedEngineSeconds what the hits first cost their
+	// engines; all zero without cache.
+	CacheHits               int     `json:"cache_hits,omitempty"`
+	CacheMisses             int     `json:"cache_misses,omitempty"`
+	CacheSavedEngineSeconds float64 `json:"cache_saved_engine_seconds,omitempty"`
 }
 
 // FailedChunk is a chunk that failed every attempt.
@@ -137,6 +145,18 @@ func (b *batch) setup(ctx workflow.Context) error {
 	return workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) { return b.progress, nil })
 }
 
+// cachePrefix is the answer cache of the run, or "" without one.
+func (b *batch) cachePrefix() string {
+	switch {
+	case !b.in.Cache:
+		return ""
+	case b.in.CachePrefix != "":
+		return strings.TrimRight(b.in.CachePrefix, "/")
+	}
+	// The run folder's parent is the output prefix, for retries too.
+	return answercache.DefaultPrefix(run.DefaultOutput(b.layout.Prefix))
+}
+
 // ErrTypeBadInput marks errors in the run's own input that no retry can mend.
 const ErrTypeBadInput = "BadInput"
 
@@ -206,7 +226,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 	b.progress.Phase = PhaseMerging
 	b.publish(ctx)
 	mergeCtx := workflow.WithActivityOptions(finishCtx, b.controlOptions())
-	mergeIn := activities.MergeInput{Run: b.layout, Failed: slices.Clone(b.failed)}
+	mergeIn := activities.MergeInput{Run: b.layout, Failed: slices.Clone(b.failed), Cache: b.in.Cache, CachePrefix: b.cachePrefix()}
 	slices.SortFunc(mergeIn.Failed, func(x, y activities.ChunkFailure) int { return x.Index - y.Index })
 	for _, w := range b.work {
 		_, done := b.chunks[w.chunk.Index]
@@ -232,6 +252,9 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		Chunks:           b.plan.Chunks,
 		Output:           merged.Output,
 		ErrorsURI:        merged.ErrorsURI,
+	}
+	if c := merged.Cache; c != nil {
+		res.CacheHits, res.CacheMisses, res.CacheSavedEngineSeconds = c.Hits, c.Misses, c.SavedEngineSeconds
 	}
 	if b.in.RetryOf != "" {
 		res.RetryOf, res.RetriedChunks = b.in.RetryOf, b.workTotal
@@ -408,6 +431,7 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool, left []chunkWork
 				CheckpointSeconds: b.in.CheckpointSeconds,
 				AttemptBase:       w.attemptBase,
 				RetryEngineErrors: b.in.RetryEngineErrors && b.in.RetryOf != "",
+				Cache:             b.cachePrefix(),
 			})
 			sel.AddFuture(f, func(f workflow.Future) {
 				running--
@@ -422,6 +446,7 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool, left []chunkWork
 					b.progress.ChunksDone++
 					b.progress.RequestsDone += r.Answered + r.Failed
 					b.progress.RequestsFailed += r.Failed
+					b.progress.CacheHits += r.CacheHits
 					b.progress.Tokens += r.PromptTokens + r.CompletionTokens
 				case errors.As(err, &canceled):
 					// Left for Merge to list as cancelled.

@@ -76,6 +76,15 @@ type BatchInput struct {
 	// RetryEngineErrors makes a retry also redo the requests that ended with
 	// engine_error.
 	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
+	// Cache answers a request from the answer cache when the same model, engine
+	// settings and request (sampling defaults applied, custom_id aside) were
+	// answered before, and stores the new answers there: a rerun of unchanged
+	// requests costs almost no GPU time. At temperature > 0 a hit is the one sample
+	// the cache stored.
+	Cache bool `json:"cache,omitempty"`
+	// CachePrefix is where the answer cache lies; default: vbatch-cache/ at the
+	// root of the output's bucket (beside the run folders for a file:// output).
+	CachePrefix string `json:"cache_prefix,omitempty"`
 	// Labels are free-form tags carried into the report.
 	Labels map[string]string `json:"labels,omitempty"`
 	// ContinueAsNewEvery is how many chunks one execution finishes before the run

@@ -29,6 +29,7 @@ type Progress struct {
 	Requests        int       `json:"requests"`
 	RequestsDone    int       `json:"requests_done"`
 	RequestsFailed  int       `json:"requests_failed"`
+	CacheHits       int       `json:"cache_hits,omitempty"` // requests answered from the answer cache
 	Tokens          int64     `json:"tokens"`
 	TokensPerSecond float64   `json:"tokens_per_second"`
 	ETASeconds      float64   `json:"eta_seconds"`
@@ -65,6 +66,9 @@ func (p Progress) Markdown() string {
 		fmt.Sprintf("| chunks | %d | %d | %d | %d |\n", p.ChunksDone, p.ChunksRunning, p.ChunksFailed, p.ChunksTotal),
 		fmt.Sprintf("| requests | %d | | %d | %d |\n\n", p.RequestsDone, p.RequestsFailed, p.Requests),
 		fmt.Sprintf("tokens: %d · %.0f tokens/s", p.Tokens, p.TokensPerSecond),
+	}
+	if p.CacheHits > 0 {
+		parts = append(parts, fmt.Sprintf(" · %d from the answer cache", p.CacheHits))
 	}
 	if p.ETASeconds > 0 {
 		parts = append(parts, fmt.Sprintf(" · ETA %s", (time.Duration(p.ETASeconds)*time.Second).String()))

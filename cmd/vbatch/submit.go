@@ -50,6 +50,8 @@ returns the existing run instead of starting a second one.`,
 	f.StringVar(&o.in.Model, "model", workflows.DefaultModel, "model; picks the GPU workers that serve it")
 	f.IntVar(&o.in.ChunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.IntVar(&o.maxTokens, "max-tokens", 0, fmt.Sprintf("max_tokens for lines that leave it out (default %d)", workflows.DefaultMaxTokens))
+	f.BoolVar(&o.in.Cache, "cache", false, "answer requests answered before (same model, engine settings and request) from the answer cache, and store new answers there")
+	f.StringVar(&o.in.CachePrefix, "cache-prefix", "", "where the answer cache lies (default: s3://<output bucket>/vbatch-cache)")
 	f.StringVar(&o.id, "id", "", "run id (the workflow id); default: vb-<time>")
 	f.BoolVar(&o.wait, "wait", false, "wait for the run to end and print its result")
 	f.BoolVar(&o.json, "json", false, "print JSON")
@@ -218,6 +220,9 @@ func printResult(out io.Writer, res workflows.BatchResult, asJSON bool) error {
 		fmt.Fprintf(tw, "  %s\t%d\n", code, res.ErrorsByCode[code])
 	}
 	fmt.Fprintf(tw, "tokens\t%d prompt + %d completion\n", res.PromptTokens, res.CompletionTokens)
+	if res.CacheHits+res.CacheMisses > 0 {
+		fmt.Fprintf(tw, "answer cache\t%d hits, %d misses, %.1f engine seconds saved\n", res.CacheHits, res.CacheMisses, res.CacheSavedEngineSeconds)
+	}
 	fmt.Fprintf(tw, "chunks\t%d (%d failed)\ntime\t%.1f s\n", res.Chunks, len(res.FailedChunks), res.Seconds)
 	fmt.Fprintf(tw, "output\t%s\nerrors\t%s\nreport\t%s\n", res.Output, res.ErrorsURI, res.Report)
 	return tw.Flush()

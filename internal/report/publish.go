@@ -140,7 +140,7 @@ func Remeasure(ctx context.Context, store blob.Store, layout run.Layout) (Report
 func InputsFrom(r Report) Inputs {
 	in := Inputs{RunID: r.RunID, Status: r.Status, Input: r.Input, Model: r.Model, Labels: r.Labels,
 		Lines: r.Counts.Requests, Valid: r.Counts.Valid, FailedChunks: r.Counts.FailedChunks,
-		Started: r.Timing.Started, Finished: r.Timing.Finished}
+		Started: r.Timing.Started, Finished: r.Timing.Finished, Cache: r.Cache}
 	if !in.Started.IsZero() {
 		in.Generation = in.Started.Add(duration(r.Timing.PlanSeconds))
 		in.MergeStarted = in.Generation.Add(duration(r.Timing.GenerationSeconds))

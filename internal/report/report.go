@@ -54,6 +54,8 @@ type Report struct {
 	Chunks      []ChunkSummary `json:"chunks"`
 	Files       Files          `json:"files"`
 	Comparison  *Comparison    `json:"comparison,omitempty"`
+	// Cache is what the answer cache did; nil for a run without one.
+	Cache *CacheUse `json:"cache,omitempty"`
 	// EngineIdleFraction is the engines' idle time while they had chunks left, over
 	// their active time, all engines together.
 	EngineIdleFraction float64 `json:"engine_idle_fraction"`
@@ -119,6 +121,22 @@ type Counts struct {
 	Retries      int            `json:"retries"`
 }
 
+// CacheUse is what the answer cache (internal/answercache) did for a run, counted
+// over the answers merged into its output: each request once.
+type CacheUse struct {
+	Prefix string `json:"prefix,omitempty"`
+	// Hits are answers from the cache; Misses are answers and per-request errors
+	// that an engine produced after the cache had none.
+	Hits   int `json:"hits"`
+	Misses int `json:"misses"`
+	// SavedEngineSeconds is what the hits cost their engines when they were first
+	// answered (their shares of the engines' busy time), and SavedTokens their
+	// prompt and completion tokens: the GPU work this run did not redo.
+	SavedEngineSeconds    float64 `json:"saved_engine_seconds"`
+	SavedPromptTokens     int64   `json:"saved_prompt_tokens"`
+	SavedCompletionTokens int64   `json:"saved_completion_tokens"`
+}
+
 // Tokens are token totals and averages per answered request.
 type Tokens struct {
 	Prompt              int64   `json:"prompt"`
@@ -182,6 +200,7 @@ type Inputs struct {
 	Attempts                       []run.AttemptResult
 	Output, ErrorsURI, Manifest    string
 	OutputBytes, ErrorsBytes       int64
+	Cache                          *CacheUse
 	// Heartbeat, when set, is called at every chunk and every few thousand lines
 	// while Measure and then Publish read the run's files, so that an activity can
 	// heartbeat through a long report.
@@ -195,6 +214,7 @@ func Build(in Inputs) Report {
 		Counts: Counts{Requests: in.Lines, Valid: in.Valid, Answered: in.Answered, Errors: in.Errors,
 			ErrorsByCode: in.ErrorsByCode, Chunks: in.Chunks, FailedChunks: in.FailedChunks, Attempts: len(in.Attempts)},
 		Files: Files{Output: in.Output, Errors: in.ErrorsURI, Manifest: in.Manifest, OutputBytes: in.OutputBytes, ErrorsBytes: in.ErrorsBytes},
+		Cache: in.Cache,
 	}
 	engines := map[[2]any]*EngineSummary{}
 	spans := map[[2]any][2]time.Time{}

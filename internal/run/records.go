@@ -47,6 +47,12 @@ type Answer struct {
 	CachedTokens     int                  `json:"cached_tokens,omitempty"`
 	Error            *engine.RequestError `json:"error,omitempty"`
 	Attempt          int                  `json:"attempt"`
+	// EngineSeconds is the answer's share of its engine's busy time
+	// (engine.Result.EngineSeconds); for an answer from the answer cache, the
+	// share of the engine that first answered it: the GPU time the hit saved.
+	EngineSeconds float64 `json:"engine_seconds,omitempty"`
+	// Cached says the answer came from the answer cache, not an engine.
+	Cached bool `json:"cached,omitempty"`
 }
 
 // AttemptResult is what one GenerateChunk attempt did, written when it ends, for the
