@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/vbatch/vbatch/activities"
+	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -340,4 +341,56 @@ func (s *batchSuite) TestChunkConfigErrorEndsTheRunWithoutRetrying() {
 func TestGPUTaskQueueNamesAreSafe(t *testing.T) {
 	require.Equal(t, "vbatch-gpu-google-gemma-3-4b-it", GPUTaskQueue("google/gemma-3-4b-it"))
 	require.Equal(t, "vbatch-gpu-meta-llama-llama-3.1-8b", GPUTaskQueue("meta-llama/Llama-3.1-8B"))
+}
+
+// With cache on, every chunk and the merge learn the cache's prefix — by default
+// at the root of the output's bucket, outside the dated run folders — and the
+// result carries the merge's cache counts; without it, nothing mentions a cache.
+func (s *batchSuite) TestCacheReachesChunksAndMerge() {
+	for _, tc := range []struct {
+		in   BatchInput
+		want string
+	}{
+		{BatchInput{Input: "s3://b/candidates/2026-11-27/requests.jsonl", Cache: true}, "s3://b/vbatch-cache"},
+		{BatchInput{Input: "s3://b/in/requests.jsonl", Cache: true, CachePrefix: "s3://c/answers/"}, "s3://c/answers"},
+		{BatchInput{Input: "s3://b/in/requests.jsonl"}, ""},
+	} {
+		s.SetupTest()
+		var control *activities.Control
+		var gpu *activities.GPU
+		s.env.OnActivity(control.Plan, mock.Anything, mock.Anything).Return(plan(2, 10), nil)
+		var caches sync.Map
+		s.env.OnActivity(gpu.GenerateChunk, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in activities.GenerateInput) (activities.GenerateResult, error) {
+				caches.Store(in.Cache, true)
+				return activities.GenerateResult{Chunk: in.Chunk.Index, Answered: 10, CacheHits: 10}, nil
+			})
+		var mergeIn activities.MergeInput
+		s.env.OnActivity(control.Merge, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in activities.MergeInput) (activities.MergeResult, error) {
+				mergeIn = in
+				res := activities.MergeResult{Answered: 20}
+				if in.Cache {
+					res.Cache = &report.CacheUse{Prefix: in.CachePrefix, Hits: 20, SavedEngineSeconds: 3}
+				}
+				return res, nil
+			})
+		s.env.OnActivity(control.Report, mock.Anything, mock.Anything).Return("report.json", nil)
+		s.env.SetStartWorkflowOptions(testWorkflowOptions("cache"))
+		s.env.ExecuteWorkflow(BatchInference, tc.in)
+		s.Require().NoError(s.env.GetWorkflowError())
+		var res BatchResult
+		s.Require().NoError(s.env.GetWorkflowResult(&res))
+
+		var seen []string
+		caches.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+		s.Equal([]string{tc.want}, seen, "every chunk's cache prefix")
+		s.Equal(tc.want != "", mergeIn.Cache)
+		s.Equal(tc.want, mergeIn.CachePrefix)
+		if tc.want != "" {
+			s.Equal([2]any{20, 3.0}, [2]any{res.CacheHits, res.CacheSavedEngineSeconds})
+		} else {
+			s.Zero(res.CacheHits)
+		}
+	}
 }
