@@ -65,6 +65,6 @@ Start a local stack with 'vbatch dev', or run the whole thing once with 'vbatch 
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(a.devCmd(), a.demoCmd(), a.workerCmd(), a.submitCmd(), a.statusCmd(), a.retryCmd(), a.cancelCmd(),
-		a.sampleCmd(), a.gpusCmd(), a.reportCmd(), a.compareCmd())
+		a.sampleCmd(), a.gpusCmd(), a.reportCmd(), a.compareCmd(), a.benchCmd())
 	return root
 }

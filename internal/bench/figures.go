@@ -1,0 +1,169 @@
+// Package bench owns the arithmetic of `vbatch bench`: from a run's chunk attempts,
+// its engines' busy clocks and its activity timings it computes how close the
+// pipeline came to K GPUs that never wait (efficiency), how far apart the GPUs
+// finished (spread), what each chunk cost outside the engine (overhead), and how
+// Plan and Merge compare with a plain copy of the same bytes. It also reads the
+// peak resident memory of the processes it is told to watch (procfs.go).
+package bench
+
+import (
+	"slices"
+	"time"
+)
+
+// Chunk is one completed chunk attempt as the bench measures it.
+type Chunk struct {
+	Index  int
+	Engine string // worker/slot
+	// ActivityStarted and ActivityClosed are Temporal's times for the attempt: the
+	// task handed to the worker, and the result recorded by the server.
+	ActivityStarted, ActivityClosed time.Time
+	// EngineStart and EngineEnd bound the attempt's time on its engine: from the
+	// moment it held the engine (and began submitting) to its last answer.
+	EngineStart, EngineEnd time.Time
+	// Finished is when the attempt's result was written, on the worker's clock.
+	Finished time.Time
+}
+
+// Engine is one simulated GPU's busy time (≥ 1 request in flight) over the run.
+type Engine struct {
+	Name        string
+	BusySeconds float64
+}
+
+// Inputs are the measurements of one run.
+type Inputs struct {
+	GPUs    int // K: the engines the run had, whether or not each got a chunk
+	Engines []Engine
+	Chunks  []Chunk
+	// GenerationStart is the first chunk's dispatch (its activity scheduled) and
+	// GenerationEnd the last chunk's close; Submitted and Done bound the whole run
+	// as its submitter saw it.
+	GenerationStart, GenerationEnd time.Time
+	Submitted, Done                time.Time
+	PlanSeconds, MergeSeconds      float64
+	InputBytes, OutputBytes        int64
+	// CopyInputSeconds and CopyOutputSeconds are a plain download + upload of the
+	// input and of the output through the same client, on the same server.
+	CopyInputSeconds, CopyOutputSeconds float64
+}
+
+// Figures are what the bench reports.
+type Figures struct {
+	BusySeconds       float64 `json:"engine_busy_seconds"`    // all engines together
+	IdealSeconds      float64 `json:"ideal_makespan_seconds"` // busy / K
+	GenerationSeconds float64 `json:"generation_seconds"`     // first chunk dispatched → last chunk closed
+	RunSeconds        float64 `json:"run_seconds"`            // submit → result
+	// Efficiency is ideal over the generation phase; RunEfficiency over the whole
+	// run, Plan and Merge included.
+	Efficiency    float64 `json:"efficiency"`
+	RunEfficiency float64 `json:"run_efficiency"`
+	// EngineFinishedS is each engine's last chunk result, seconds after the
+	// generation started; the spread is between the first and last to finish.
+	EngineFinishedS map[string]float64 `json:"engine_finished_s"`
+	SpreadSeconds   float64            `json:"finish_spread_seconds"`
+	SpreadPct       float64            `json:"finish_spread_pct"` // of the generation phase
+	// ChunkOverheadMs is, per completed chunk, its activity's time in Temporal's
+	// history (handed to the worker → result recorded) less its time on the engine:
+	// reading the chunk and its checkpoints from S3, the final checkpoint and result
+	// writes, the activity's round trips and the worker's own work.
+	ChunkOverheadMs ChunkOverhead `json:"chunk_overhead_ms"`
+	Plan            Throughput    `json:"plan"`
+	Merge           Throughput    `json:"merge"`
+	CopyInput       Throughput    `json:"copy_input"`
+	CopyOutput      Throughput    `json:"copy_output"`
+	PlanVsCopy      float64       `json:"plan_vs_copy"`  // Plan MB/s over copying the input
+	MergeVsCopy     float64       `json:"merge_vs_copy"` // Merge MB/s over copying the output
+}
+
+// ChunkOverhead summarises the per-chunk overhead.
+type ChunkOverhead struct {
+	Mean   float64 `json:"mean"`
+	Median float64 `json:"median"`
+	Max    float64 `json:"max"`
+	Chunks int     `json:"chunks"`
+}
+
+// Throughput is bytes over seconds, in MB/s (10^6 bytes).
+type Throughput struct {
+	Bytes       int64   `json:"bytes"`
+	Seconds     float64 `json:"seconds"`
+	MBPerSecond float64 `json:"mb_per_s"`
+}
+
+func throughput(bytes int64, seconds float64) Throughput {
+	t := Throughput{Bytes: bytes, Seconds: seconds}
+	if seconds > 0 {
+		t.MBPerSecond = float64(bytes) / 1e6 / seconds
+	}
+	return t
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+// Compute derives the figures from one run's measurements.
+func Compute(in Inputs) Figures {
+	var f Figures
+	for _, e := range in.Engines {
+		f.BusySeconds += e.BusySeconds
+	}
+	if in.GPUs > 0 {
+		f.IdealSeconds = f.BusySeconds / float64(in.GPUs)
+	}
+	f.GenerationSeconds = in.GenerationEnd.Sub(in.GenerationStart).Seconds()
+	f.RunSeconds = in.Done.Sub(in.Submitted).Seconds()
+	f.Efficiency = ratio(f.IdealSeconds, f.GenerationSeconds)
+	f.RunEfficiency = ratio(f.IdealSeconds, f.RunSeconds)
+
+	f.EngineFinishedS = map[string]float64{}
+	var overheads []float64
+	for _, c := range in.Chunks {
+		at := c.Finished.Sub(in.GenerationStart).Seconds()
+		if prev, ok := f.EngineFinishedS[c.Engine]; !ok || at > prev {
+			f.EngineFinishedS[c.Engine] = at
+		}
+		if c.ActivityStarted.IsZero() || c.ActivityClosed.IsZero() || c.EngineStart.IsZero() {
+			continue
+		}
+		activity := c.ActivityClosed.Sub(c.ActivityStarted)
+		onEngine := c.EngineEnd.Sub(c.EngineStart)
+		overheads = append(overheads, float64(activity-onEngine)/float64(time.Millisecond))
+	}
+	if len(f.EngineFinishedS) > 0 {
+		first, last := -1.0, 0.0
+		for _, at := range f.EngineFinishedS {
+			if first < 0 || at < first {
+				first = at
+			}
+			last = max(last, at)
+		}
+		f.SpreadSeconds = last - first
+		f.SpreadPct = 100 * ratio(f.SpreadSeconds, f.GenerationSeconds)
+	}
+	if n := len(overheads); n > 0 {
+		slices.Sort(overheads)
+		var sum float64
+		for _, o := range overheads {
+			sum += o
+		}
+		f.ChunkOverheadMs = ChunkOverhead{Mean: sum / float64(n), Max: overheads[n-1], Chunks: n}
+		if n%2 == 1 {
+			f.ChunkOverheadMs.Median = overheads[n/2]
+		} else {
+			f.ChunkOverheadMs.Median = (overheads[n/2-1] + overheads[n/2]) / 2
+		}
+	}
+
+	f.Plan = throughput(in.InputBytes, in.PlanSeconds)
+	f.Merge = throughput(in.OutputBytes, in.MergeSeconds)
+	f.CopyInput = throughput(in.InputBytes, in.CopyInputSeconds)
+	f.CopyOutput = throughput(in.OutputBytes, in.CopyOutputSeconds)
+	f.PlanVsCopy = ratio(f.Plan.MBPerSecond, f.CopyInput.MBPerSecond)
+	f.MergeVsCopy = ratio(f.Merge.MBPerSecond, f.CopyOutput.MBPerSecond)
+	return f
+}
