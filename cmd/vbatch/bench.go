@@ -88,7 +88,8 @@ synthetic requests, runs them once and measures:
 
   ideal makespan   the engines' total busy time (≥ 1 request in flight) / K
   efficiency       ideal / generation phase (first chunk dispatched → last chunk closed);
-                   run_efficiency: ideal / whole run (submit → result)
+                   run_efficiency: ideal / whole run (submit → result);
+                   full_batch_efficiency: tokens / (K × tokens/s) / generation phase
   finish spread    first to last simulated GPU to finish, % of the generation phase
   chunk overhead   per chunk, its activity's time in Temporal's history less its time on
                    the engine (S3 reads and writes, Temporal round trips, the worker)
@@ -164,12 +165,12 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 
 	// The workers are separate processes, as in production, so that each one's
 	// memory is its own.
-	control, err := startWorkerProcess(ctx, stack, dir, "control", "worker", "--role", "control")
+	control, err := startWorkerProcess(stack, dir, "control", "worker", "--role", "control")
 	if err != nil {
 		return err
 	}
 	defer control.stop()
-	gpuWorker, err := startWorkerProcess(ctx, stack, dir, "gpu", "worker", "--role", "gpu", "--engine", "sim",
+	gpuWorker, err := startWorkerProcess(stack, dir, "gpu", "worker", "--role", "gpu", "--engine", "sim",
 		"--model", benchModel, "--gpus", fmt.Sprint(o.gpus), "--sim-tokens-per-second", fmt.Sprint(o.tokensPerSecond),
 		"--sim-batch-size", fmt.Sprint(o.batchSize), "--chunks-per-engine", fmt.Sprint(o.chunksPerEngine))
 	if err != nil {
@@ -204,7 +205,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	if err := blob.ReadJSON(ctx, store, res.Report, &rep); err != nil {
 		return fmt.Errorf("read report: %w", err)
 	}
-	measured := bench.Inputs{GPUs: o.gpus, Submitted: submitted, Done: done, InputBytes: rep.Config.InputBytes, OutputBytes: rep.Files.OutputBytes}
+	measured := bench.Inputs{GPUs: o.gpus, Tokens: rep.Tokens.Total, TokensPerSecond: o.tokensPerSecond, Submitted: submitted, Done: done, InputBytes: rep.Config.InputBytes, OutputBytes: rep.Files.OutputBytes}
 	for _, e := range rep.Engines {
 		measured.Engines = append(measured.Engines, bench.Engine{Name: e.Name(), BusySeconds: e.BusySeconds})
 	}
@@ -270,7 +271,7 @@ type workerProcess struct {
 	done chan struct{}
 }
 
-func startWorkerProcess(ctx context.Context, stack *devstack.Stack, dir, name string, args ...string) (*workerProcess, error) {
+func startWorkerProcess(stack *devstack.Stack, dir, name string, args ...string) (*workerProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -288,7 +289,7 @@ func startWorkerProcess(ctx context.Context, stack *devstack.Stack, dir, name st
 		return nil, fmt.Errorf("start %s worker: %w", name, err)
 	}
 	go func() { _ = p.cmd.Wait(); logFile.Close(); close(p.done) }()
-	return p, ctx.Err()
+	return p, nil
 }
 
 // waitFor waits until the worker logs substr.
@@ -422,7 +423,7 @@ func readChunkAttempts(ctx context.Context, store blob.Store, layout run.Layout,
 				continue
 			}
 			c.Engine = fmt.Sprintf("%s/%d", a.Worker, a.EngineSlot)
-			c.EngineStart, c.EngineEnd, c.Finished = a.EngineBusy[0].Time, a.EngineBusy[1].Time, a.Finished
+			c.Started, c.EngineStart, c.EngineEnd, c.Finished = a.Started, a.EngineBusy[0].Time, a.EngineBusy[1].Time, a.Finished
 		}
 	}
 	return nil
@@ -458,9 +459,13 @@ func printBench(out io.Writer, r benchResult) {
 	fmt.Fprintf(out, "ideal makespan     %.2f s (engine busy %.1f s / %d)\n", r.IdealSeconds, r.BusySeconds, r.GPUs)
 	fmt.Fprintf(out, "generation phase   %.2f s → efficiency %.3f\n", r.GenerationSeconds, r.Efficiency)
 	fmt.Fprintf(out, "whole run          %.2f s → efficiency %.3f\n", r.RunSeconds, r.RunEfficiency)
+	fmt.Fprintf(out, "full batches       %.2f s (tokens / (%d × %.0f tokens/s)) → efficiency %.3f\n",
+		r.FullBatchIdealSeconds, r.GPUs, r.TokensPerSecond, r.FullBatchEfficiency)
 	fmt.Fprintf(out, "finish spread      %.2f s = %.1f %% of the generation phase\n", r.SpreadSeconds, r.SpreadPct)
-	fmt.Fprintf(out, "chunk overhead     mean %.0f ms, median %.0f ms, max %.0f ms over %d chunks\n",
-		r.ChunkOverheadMs.Mean, r.ChunkOverheadMs.Median, r.ChunkOverheadMs.Max, r.ChunkOverheadMs.Chunks)
+	o := r.ChunkOverheadMs
+	fmt.Fprintf(out, "chunk overhead     mean %.0f ms, median %.0f ms, max %.0f ms over %d chunks\n", o.Mean, o.Median, o.Max, o.Chunks)
+	fmt.Fprintf(out, "  of the mean      %.0f ms to the worker, %.0f ms before the engine, %.0f ms after it, %.0f ms back to Temporal\n",
+		o.ToWorker, o.BeforeEngine, o.AfterEngine, o.ToServer)
 	fmt.Fprintf(out, "engine idle        %.3f %% while chunks remained\n", 100*r.EngineIdleFraction)
 	fmt.Fprintf(out, "Plan               %.1f MB/s (%.1f MB in %.2f s) = %.2f × plain copy %.1f MB/s\n",
 		r.Plan.MBPerSecond, mb(r.Plan.Bytes), r.Plan.Seconds, r.PlanVsCopy, r.CopyInput.MBPerSecond)
@@ -471,8 +476,8 @@ func printBench(out io.Writer, r benchResult) {
 }
 
 // benchHeader is the Markdown table that appendBenchRow starts a new file with.
-const benchHeader = `| date | requests | sim GPUs × tok/s | chunks | ideal s | generation s | efficiency | run s | run efficiency | finish spread | chunk overhead (mean) | engine idle | Plan MB/s (× copy) | Merge MB/s (× copy) | peak RSS control / GPU worker / engine |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+const benchHeader = `| date | requests | sim GPUs × tok/s | chunks | ideal s | generation s | efficiency | full-batch efficiency | run s | run efficiency | finish spread | chunk overhead (mean) | engine idle | Plan MB/s (× copy) | Merge MB/s (× copy) | peak RSS control / GPU worker / engine |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 `
 
 func appendBenchRow(path string, r benchResult) error {
@@ -485,9 +490,9 @@ func appendBenchRow(path string, r benchResult) error {
 		return err
 	}
 	mb := func(b int64) float64 { return float64(b) / 1e6 }
-	_, err = fmt.Fprintf(f, "%s| %s | %d | %d × %.0f | %d | %.2f | %.2f | %.3f | %.2f | %.3f | %.1f %% | %.0f ms | %.3f %% | %.1f (%.2f×) | %.1f (%.2f×) | %.0f / %.0f / %.0f MB |\n",
+	_, err = fmt.Fprintf(f, "%s| %s | %d | %d × %.0f | %d | %.2f | %.2f | %.3f | %.3f | %.2f | %.3f | %.1f %% | %.0f ms | %.3f %% | %.1f (%.2f×) | %.1f (%.2f×) | %.0f / %.0f / %.0f MB |\n",
 		prefix, r.Date.Format("2006-01-02"), r.Requests, r.GPUs, r.TokensPerSecond, r.Chunks, r.IdealSeconds, r.GenerationSeconds,
-		r.Efficiency, r.RunSeconds, r.RunEfficiency, r.SpreadPct, r.ChunkOverheadMs.Mean, 100*r.EngineIdleFraction,
+		r.Efficiency, r.FullBatchEfficiency, r.RunSeconds, r.RunEfficiency, r.SpreadPct, r.ChunkOverheadMs.Mean, 100*r.EngineIdleFraction,
 		r.Plan.MBPerSecond, r.PlanVsCopy, r.Merge.MBPerSecond, r.MergeVsCopy,
 		mb(r.RSS.ControlBytes), mb(r.RSS.GPUBytes), mb(r.RSS.RunnerBytes))
 	if cerr := f.Close(); err == nil {

@@ -49,6 +49,9 @@ func TestBenchWritesSaneFigures(t *testing.T) {
 	if r.Efficiency <= 0 || r.Efficiency > 1 || r.RunEfficiency <= 0 || r.RunEfficiency > r.Efficiency {
 		t.Errorf("efficiency %v, run efficiency %v: want 0 < run ≤ generation ≤ 1", r.Efficiency, r.RunEfficiency)
 	}
+	if r.FullBatchEfficiency <= 0 || r.FullBatchIdealSeconds <= 0 {
+		t.Errorf("full-batch ideal %v s, efficiency %v: want both > 0", r.FullBatchIdealSeconds, r.FullBatchEfficiency)
+	}
 	if r.IdealSeconds <= 0 || r.GenerationSeconds < r.IdealSeconds || r.RunSeconds < r.GenerationSeconds {
 		t.Errorf("ideal %v s, generation %v s, run %v s: want 0 < ideal ≤ generation ≤ run", r.IdealSeconds, r.GenerationSeconds, r.RunSeconds)
 	}

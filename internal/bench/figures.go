@@ -21,8 +21,9 @@ type Chunk struct {
 	// EngineStart and EngineEnd bound the attempt's time on its engine: from the
 	// moment it held the engine (and began submitting) to its last answer.
 	EngineStart, EngineEnd time.Time
-	// Finished is when the attempt's result was written, on the worker's clock.
-	Finished time.Time
+	// Started is when the activity function began and Finished when it had written
+	// its result, on the worker's clock.
+	Started, Finished time.Time
 }
 
 // Engine is one simulated GPU's busy time (≥ 1 request in flight) over the run.
@@ -33,9 +34,13 @@ type Engine struct {
 
 // Inputs are the measurements of one run.
 type Inputs struct {
-	GPUs    int // K: the engines the run had, whether or not each got a chunk
-	Engines []Engine
-	Chunks  []Chunk
+	GPUs int // K: the engines the run had, whether or not each got a chunk
+	// Tokens are the run's prompt + completion tokens and TokensPerSecond one
+	// simulated GPU's rate at a full batch: their ratio is the work in GPU-seconds.
+	Tokens          int64
+	TokensPerSecond float64
+	Engines         []Engine
+	Chunks          []Chunk
 	// GenerationStart is the first chunk's dispatch (its activity scheduled) and
 	// GenerationEnd the last chunk's close; Submitted and Done bound the whole run
 	// as its submitter saw it.
@@ -58,6 +63,13 @@ type Figures struct {
 	// run, Plan and Merge included.
 	Efficiency    float64 `json:"efficiency"`
 	RunEfficiency float64 `json:"run_efficiency"`
+	// FullBatchIdealSeconds is tokens / (K × tokens/s): the makespan of K GPUs that
+	// always run a full batch. Busy time counts an engine with one request in flight
+	// as busy although it then delivers a fraction of its rate (a memory-bound GPU,
+	// and the sim, do); this ideal charges that too. FullBatchEfficiency is it over
+	// the generation phase.
+	FullBatchIdealSeconds float64 `json:"full_batch_ideal_seconds"`
+	FullBatchEfficiency   float64 `json:"full_batch_efficiency"`
 	// EngineFinishedS is each engine's last chunk result, seconds after the
 	// generation started; the spread is between the first and last to finish.
 	EngineFinishedS map[string]float64 `json:"engine_finished_s"`
@@ -76,12 +88,20 @@ type Figures struct {
 	MergeVsCopy     float64       `json:"merge_vs_copy"` // Merge MB/s over copying the output
 }
 
-// ChunkOverhead summarises the per-chunk overhead.
+// ChunkOverhead summarises the per-chunk overhead, and where its mean went.
 type ChunkOverhead struct {
 	Mean   float64 `json:"mean"`
 	Median float64 `json:"median"`
 	Max    float64 `json:"max"`
 	Chunks int     `json:"chunks"`
+	// The mean's parts: Temporal handing the task to the activity function;
+	// reading the chunk and its checkpoints from S3 until the engine has it; from
+	// the last answer to the final checkpoint and result written; the result back
+	// to Temporal's history.
+	ToWorker     float64 `json:"to_worker"`
+	BeforeEngine float64 `json:"before_engine"`
+	AfterEngine  float64 `json:"after_engine"`
+	ToServer     float64 `json:"to_server"`
 }
 
 // Throughput is bytes over seconds, in MB/s (10^6 bytes).
@@ -119,9 +139,14 @@ func Compute(in Inputs) Figures {
 	f.RunSeconds = in.Done.Sub(in.Submitted).Seconds()
 	f.Efficiency = ratio(f.IdealSeconds, f.GenerationSeconds)
 	f.RunEfficiency = ratio(f.IdealSeconds, f.RunSeconds)
+	if in.GPUs > 0 && in.TokensPerSecond > 0 {
+		f.FullBatchIdealSeconds = float64(in.Tokens) / (float64(in.GPUs) * in.TokensPerSecond)
+	}
+	f.FullBatchEfficiency = ratio(f.FullBatchIdealSeconds, f.GenerationSeconds)
 
 	f.EngineFinishedS = map[string]float64{}
 	var overheads []float64
+	var parts [4]time.Duration
 	for _, c := range in.Chunks {
 		at := c.Finished.Sub(in.GenerationStart).Seconds()
 		if prev, ok := f.EngineFinishedS[c.Engine]; !ok || at > prev {
@@ -133,6 +158,12 @@ func Compute(in Inputs) Figures {
 		activity := c.ActivityClosed.Sub(c.ActivityStarted)
 		onEngine := c.EngineEnd.Sub(c.EngineStart)
 		overheads = append(overheads, float64(activity-onEngine)/float64(time.Millisecond))
+		if !c.Started.IsZero() && !c.Finished.IsZero() {
+			parts[0] += c.Started.Sub(c.ActivityStarted)
+			parts[1] += c.EngineStart.Sub(c.Started)
+			parts[2] += c.Finished.Sub(c.EngineEnd)
+			parts[3] += c.ActivityClosed.Sub(c.Finished)
+		}
 	}
 	if len(f.EngineFinishedS) > 0 {
 		first, last := -1.0, 0.0
@@ -151,7 +182,9 @@ func Compute(in Inputs) Figures {
 		for _, o := range overheads {
 			sum += o
 		}
-		f.ChunkOverheadMs = ChunkOverhead{Mean: sum / float64(n), Max: overheads[n-1], Chunks: n}
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(n) }
+		f.ChunkOverheadMs = ChunkOverhead{Mean: sum / float64(n), Max: overheads[n-1], Chunks: n,
+			ToWorker: ms(parts[0]), BeforeEngine: ms(parts[1]), AfterEngine: ms(parts[2]), ToServer: ms(parts[3])}
 		if n%2 == 1 {
 			f.ChunkOverheadMs.Median = overheads[n/2]
 		} else {

@@ -10,7 +10,7 @@ import (
 
 func near(t *testing.T, name string, got, want float64) {
 	t.Helper()
-	if math.Abs(got-want) > 1e-9 {
+	if math.Abs(got-want) > 1e-6 {
 		t.Errorf("%s = %v, want %v", name, got, want)
 	}
 }
@@ -21,15 +21,19 @@ func TestComputeEfficiencySpreadAndOverhead(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	in := Inputs{
-		GPUs:            2,
+		GPUs:   2,
+		Tokens: 160_000, TokensPerSecond: 10_000, // 8 s of full batches on 2 GPUs
 		Engines:         []Engine{{Name: "w/0", BusySeconds: 9}, {Name: "w/1", BusySeconds: 8}},
 		GenerationStart: at(0), GenerationEnd: at(10),
 		Submitted: at(-1), Done: at(11),
 		Chunks: []Chunk{
-			// 5.0 s in Temporal's history, 4.9 s on the engine: 100 ms outside it.
-			{Index: 0, Engine: "w/0", ActivityStarted: at(0.1), ActivityClosed: at(5.1), EngineStart: at(0.15), EngineEnd: at(5.05), Finished: at(5.08)},
-			{Index: 1, Engine: "w/1", ActivityStarted: at(0.1), ActivityClosed: at(9.6), EngineStart: at(0.3), EngineEnd: at(9.4), Finished: at(9.5)},
-			{Index: 2, Engine: "w/0", ActivityStarted: at(5.1), ActivityClosed: at(10), EngineStart: at(5.2), EngineEnd: at(9.9), Finished: at(10)},
+			// 5.0 s in Temporal's history, 4.9 s on the engine: 100 ms outside it,
+			// 10 to the worker, 40 before the engine, 30 after it, 20 back to Temporal.
+			{Index: 0, Engine: "w/0", ActivityStarted: at(0.1), Started: at(0.11), EngineStart: at(0.15), EngineEnd: at(5.05), Finished: at(5.08), ActivityClosed: at(5.1)},
+			// 400 ms: 10, 190, 100, 100.
+			{Index: 1, Engine: "w/1", ActivityStarted: at(0.1), Started: at(0.11), EngineStart: at(0.3), EngineEnd: at(9.4), Finished: at(9.5), ActivityClosed: at(9.6)},
+			// 200 ms: 10, 90, 100, 0.
+			{Index: 2, Engine: "w/0", ActivityStarted: at(5.1), Started: at(5.11), EngineStart: at(5.2), EngineEnd: at(9.9), Finished: at(10), ActivityClosed: at(10)},
 		},
 		PlanSeconds: 0.5, MergeSeconds: 0.25, InputBytes: 10_000_000, OutputBytes: 2_000_000,
 		CopyInputSeconds: 0.2, CopyOutputSeconds: 0.5,
@@ -41,6 +45,8 @@ func TestComputeEfficiencySpreadAndOverhead(t *testing.T) {
 	near(t, "run", f.RunSeconds, 12)
 	near(t, "efficiency", f.Efficiency, 0.85)
 	near(t, "run efficiency", f.RunEfficiency, 8.5/12)
+	near(t, "full-batch ideal", f.FullBatchIdealSeconds, 8)
+	near(t, "full-batch efficiency", f.FullBatchEfficiency, 0.8)
 	near(t, "finish of w/0", f.EngineFinishedS["w/0"], 10)
 	near(t, "finish of w/1", f.EngineFinishedS["w/1"], 9.5)
 	near(t, "spread", f.SpreadSeconds, 0.5)
@@ -49,6 +55,12 @@ func TestComputeEfficiencySpreadAndOverhead(t *testing.T) {
 	if o := f.ChunkOverheadMs; o.Chunks != 3 || math.Abs(o.Mean-700.0/3) > 1e-6 || math.Abs(o.Median-200) > 1e-6 || math.Abs(o.Max-400) > 1e-6 {
 		t.Errorf("chunk overhead = %+v, want mean 233.3, median 200, max 400 over 3 chunks", o)
 	}
+	o := f.ChunkOverheadMs
+	near(t, "to worker", o.ToWorker, 10)
+	near(t, "before engine", o.BeforeEngine, 320.0/3)
+	near(t, "after engine", o.AfterEngine, 230.0/3)
+	near(t, "to server", o.ToServer, 40)
+	near(t, "parts add up", (o.ToWorker + o.BeforeEngine + o.AfterEngine + o.ToServer), o.Mean)
 	near(t, "plan MB/s", f.Plan.MBPerSecond, 20)
 	near(t, "copy input MB/s", f.CopyInput.MBPerSecond, 50)
 	near(t, "plan vs copy", f.PlanVsCopy, 0.4)
