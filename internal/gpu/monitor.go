@@ -204,6 +204,20 @@ func (m *Monitor) Series(uuids []string, from, to time.Time) []Sample {
 	return out
 }
 
+// Latest returns the newest reading of each GPU, in discovery order; a GPU not read
+// yet is left out. It is what a metrics scrape shows.
+func (m *Monitor) Latest() []Sample {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Sample
+	for _, t := range m.tracks {
+		if s, ok := t.fine.last(); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (m *Monitor) selected(uuids []string) []*track {
 	if len(uuids) == 0 {
 		return m.tracks
@@ -365,4 +379,12 @@ func (r *ring[T]) each(fn func(T)) {
 	for i := range len(r.buf) {
 		fn(r.buf[(r.start+i)%len(r.buf)])
 	}
+}
+
+// last is the newest element, if any.
+func (r *ring[T]) last() (v T, ok bool) {
+	if len(r.buf) == 0 {
+		return v, false
+	}
+	return r.buf[(r.start+len(r.buf)-1)%len(r.buf)], true
 }

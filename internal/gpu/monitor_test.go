@@ -107,6 +107,13 @@ func TestRetentionIsBoundedAndKeepsPeaks(t *testing.T) {
 	if math.Abs(s.UtilizationMeanPct-74.5) > 1e-9 {
 		t.Errorf("mean utilisation = %v, want 74.5 (mean of 50..99)", s.UtilizationMeanPct)
 	}
+	// The ring has wrapped many times; the newest reading is still the 99 s one.
+	if latest := m.Latest(); len(latest) != 1 || latest[0].MemoryUsedBytes != 99 || !latest[0].Time.Equal(at(99)) {
+		t.Errorf("Latest = %+v, want the 99 s sample", latest)
+	}
+	if latest := newMonitor(devices(2), defaultRetention(time.Second)).Latest(); len(latest) != 0 {
+		t.Errorf("Latest of a monitor that read nothing = %+v, want none", latest)
+	}
 }
 
 func TestDefaultRetention(t *testing.T) {
