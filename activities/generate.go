@@ -19,6 +19,7 @@ import (
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/internal/metrics"
 	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/run"
 )
@@ -40,6 +41,8 @@ type GPU struct {
 	// indexes on every attempt, so that tests can make a shard fail for good. Only
 	// the hidden worker flag --fault-fail-chunk sets it.
 	FaultFailChunks []int
+	// Metrics counts requests, tokens and chunk attempts; nil counts nothing.
+	Metrics *metrics.Worker
 }
 
 // Engines hands chunks to warm engines.
@@ -187,6 +190,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	for _, r := range plan.blamed {
 		cp.add(ctx, run.Answer{CustomID: r.CustomID, Line: r.Line, Kind: r.Kind, Created: time.Now().Unix(), Attempt: attempt,
 			Error: &engine.RequestError{Code: batchfile.CodeEngineError, Message: blameMessage(plan.strikes[r.CustomID])}})
+		g.Metrics.RequestDone(ctx, batchfile.CodeEngineError, 0, 0)
 	}
 	res.Blamed = len(plan.blamed)
 
@@ -205,6 +209,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		if cache != nil {
 			cache.store(g.Model, a)
 		}
+		g.Metrics.RequestDone(ctx, a.ErrorCode(), a.PromptTokens, a.CompletionTokens)
 	}}
 	lease, genErr := g.Engines.Acquire(genCtx)
 	var busy [2]run.BusySample
@@ -286,6 +291,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	if err := blob.WriteJSON(flushCtx, g.Store, in.Run.AttemptResult(in.Chunk.Index, attempt), result); err != nil && retErr == nil {
 		retErr = fmt.Errorf("write attempt result: %w", err)
 	}
+	g.Metrics.ChunkAttemptDone(ctx, result.Outcome, info.Attempt > 1, time.Since(started))
 	return res, retErr
 }
 

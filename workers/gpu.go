@@ -19,6 +19,7 @@ import (
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/internal/metrics"
 	"github.com/vbatch/vbatch/workflows"
 )
 
@@ -53,6 +54,8 @@ type GPUConfig struct {
 	// FaultFailChunks is a test-only fault (the hidden --fault-fail-chunk flag):
 	// these chunk indexes fail on every attempt.
 	FaultFailChunks []int
+	// Metrics receives the worker's vbatch_* metrics; nil records none.
+	Metrics *metrics.Worker
 }
 
 // heartbeatThrottle is the longest a GPU worker holds back a chunk's heartbeat; the
@@ -65,6 +68,8 @@ type GPUWorker struct {
 	pool    *pool
 	monitor *gpu.Monitor
 	devices []gpu.Device
+	// stopObserving ends the metrics' readings of the pool and the monitor.
+	stopObserving func()
 }
 
 // StartGPU discovers the GPUs, starts and loads one engine per slot, and returns the
@@ -85,9 +90,14 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 	start := func(ctx context.Context, slot int) (engine.Engine, error) {
 		return startEngine(ctx, cfg, groups[slot], log.With(zap.Int("slot", slot)))
 	}
-	if w.pool, err = newPool(ctx, uuids(groups), start, log); err != nil {
+	if w.pool, err = newPool(ctx, uuids(groups), start, cfg.Metrics, log); err != nil {
 		w.stopMonitor()
 		return nil, err
+	}
+	if w.stopObserving, err = cfg.Metrics.Observe(w.pool.load, w.monitor); err != nil {
+		w.pool.Close()
+		w.stopMonitor()
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	queue := workflows.GPUTaskQueue(cfg.Model)
 	w.Worker = worker.New(c, queue, worker.Options{
@@ -100,6 +110,7 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 		Store: store, Engines: w.pool, Model: cfg.Model, Worker: cfg.Name, Monitor: w.monitor, Logger: log,
 		CacheEngine:     answercache.EngineOf(cfg.Model, cfg.Settings, cfg.Sim, ready),
 		FaultFailChunks: cfg.FaultFailChunks,
+		Metrics:         cfg.Metrics,
 	}, activity.RegisterOptions{})
 	if len(cfg.FaultFailChunks) > 0 {
 		log.Warn("FAULT INJECTION: this worker fails chunks on every attempt (--fault-fail-chunk); never use it in production",
@@ -171,6 +182,7 @@ func (w *GPUWorker) stopMonitor() {
 // retryably, waits for them up to the stop timeout, then shuts the engines down.
 func (w *GPUWorker) Stop() {
 	w.Worker.Stop()
+	w.stopObserving()
 	w.pool.Close()
 	w.stopMonitor()
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/vbatch/vbatch/activities"
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/engine"
+	"github.com/vbatch/vbatch/internal/metrics"
 )
 
 // pool owns a worker's warm engines, one per slot (a GPU, a tensor-parallel group or
@@ -20,8 +21,9 @@ import (
 // (to find a request that crashes it, see activities/suspects.go). It is the process-wide owner of the expensive resource,
 // as a model server is in a pipeline system: activities borrow, never start or stop.
 type pool struct {
-	start func(ctx context.Context, slot int) (engine.Engine, error)
-	log   *zap.Logger
+	start   func(ctx context.Context, slot int) (engine.Engine, error)
+	metrics *metrics.Worker
+	log     *zap.Logger
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever a slot frees up or comes back
@@ -54,8 +56,8 @@ type mortal interface {
 
 // newPool starts one engine per slot, all at once, and returns when every engine is
 // ready: a worker polls only once its models are loaded.
-func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Context, slot int) (engine.Engine, error), log *zap.Logger) (*pool, error) {
-	p := &pool{start: start, log: log, changed: make(chan struct{})}
+func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Context, slot int) (engine.Engine, error), m *metrics.Worker, log *zap.Logger) (*pool, error) {
+	p := &pool{start: start, metrics: m, log: log, changed: make(chan struct{})}
 	errs := make([]error, len(gpus))
 	var wg sync.WaitGroup
 	for i := range gpus {
@@ -280,6 +282,7 @@ func (p *pool) watch(s *slot, e engine.Engine) {
 		s.restarts++
 		restarts := s.restarts
 		p.mu.Unlock()
+		p.metrics.EngineRestarted(s.index)
 		p.log.Error("engine died; restarting it", zap.Int("slot", s.index), zap.Int("restarts", restarts), zap.Error(m.Err()))
 		backoff := time.Second
 		for {
@@ -313,6 +316,20 @@ func (p *pool) Stats() []engine.Stats {
 	for i, s := range p.slots {
 		if s.engine != nil {
 			out[i] = s.engine.Stats()
+		}
+	}
+	return out
+}
+
+// load is what each slot is doing, for the metrics.
+func (p *pool) load() []metrics.EngineLoad {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]metrics.EngineLoad, len(p.slots))
+	for i, s := range p.slots {
+		out[i] = metrics.EngineLoad{Slot: s.index, Chunks: s.active}
+		if s.engine != nil {
+			out[i].InFlightRequests = s.engine.Stats().InFlight
 		}
 	}
 	return out

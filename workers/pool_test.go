@@ -76,7 +76,7 @@ func TestExclusiveUseWaitsForSharedCallsAndKeepsNewOnesOut(t *testing.T) {
 		e := newGateEngine(len(engines))
 		engines = append(engines, e)
 		return e, nil
-	}, zap.NewNop())
+	}, nil, zap.NewNop())
 	require.NoError(t, err)
 	defer p.Close()
 	ctx := context.Background()
@@ -138,7 +138,7 @@ func TestExclusiveUseWaitsForSharedCallsAndKeepsNewOnesOut(t *testing.T) {
 func TestAcquirePrefersASlotNobodyHasAlone(t *testing.T) {
 	p, err := newPool(context.Background(), [][]string{nil, nil}, func(_ context.Context, slot int) (engine.Engine, error) {
 		return newGateEngine(slot), nil
-	}, zap.NewNop())
+	}, nil, zap.NewNop())
 	require.NoError(t, err)
 	defer p.Close()
 	ctx := context.Background()

@@ -46,6 +46,9 @@ func (a *app) dial(ctx context.Context) (client.Client, error) {
 	defer cancel()
 	opts := a.cfg.Temporal
 	opts.Logger = logging.Temporal(a.log.Named("temporal"))
+	if a.metrics != nil {
+		opts.MetricsHandler = a.metrics.Temporal()
+	}
 	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %v. Is the server running? "+

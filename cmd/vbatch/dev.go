@@ -205,6 +205,8 @@ type localEnv struct {
 	engine  string // in words, for people
 	// engineKind is the engine the workers run (auto resolved).
 	engineKind string
+	// stopMetrics stops serving --metrics-addr.
+	stopMetrics func()
 }
 
 // stop stops workers, client and stack; a second call does nothing.
@@ -216,6 +218,10 @@ func (e *localEnv) stop() {
 	if e.client != nil {
 		e.client.Close()
 		e.client = nil
+	}
+	if e.stopMetrics != nil {
+		e.stopMetrics()
+		e.stopMetrics = nil
 	}
 	if e.stack != nil {
 		_ = e.stack.Stop()
@@ -235,6 +241,10 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 	a.cfg.Temporal = client.Options{HostPort: stack.TemporalAddress, Namespace: stack.Namespace}
 	a.cfg.Blob = stack.BlobConfig()
 	if env.store, err = a.store(ctx); err != nil {
+		env.stop()
+		return nil, err
+	}
+	if env.stopMetrics, err = a.serveMetrics(flags.metricsAddr); err != nil {
 		env.stop()
 		return nil, err
 	}

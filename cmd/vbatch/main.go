@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/internal/logging"
+	"github.com/vbatch/vbatch/internal/metrics"
 )
 
 func main() {
@@ -41,6 +42,8 @@ type app struct {
 	cfg      config
 	logLevel string
 	log      *zap.Logger
+	// metrics is set while a worker serves --metrics-addr.
+	metrics *metrics.Exporter
 }
 
 func newRoot() *cobra.Command {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/metrics"
 	"github.com/vbatch/vbatch/workers"
 	"github.com/vbatch/vbatch/workflows"
 )
@@ -28,6 +29,7 @@ const (
 type workerFlags struct {
 	gpu           workers.GPUConfig
 	prefixCaching bool
+	metricsAddr   string
 }
 
 func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
@@ -42,6 +44,7 @@ func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
 	fs.Float64Var(&g.Settings.GPUMemoryUtilization, "gpu-memory-utilization", 0.90, "share of GPU memory the engine may use")
 	fs.IntVar(&g.Settings.MaxModelLen, "max-model-len", 4096, "context window of the engine")
 	fs.BoolVar(&f.prefixCaching, "enable-prefix-caching", true, "reuse the KV cache of shared prompt prefixes")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (Temporal SDK and vbatch_*) at http://HOST:PORT/metrics, e.g. :9090; off when empty")
 	fs.IntVar(&g.Settings.TensorParallelSize, "tensor-parallel-size", 1, "GPUs per engine")
 	fs.StringVar(&g.Settings.KVCacheDtype, "kv-cache-dtype", "auto", "KV cache data type (auto, fp8)")
 	fs.StringVar(&g.Settings.LoadFormat, "load-format", "auto", "weights: auto, or dummy for random weights")
@@ -81,6 +84,11 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 			if role != roleAll && role != roleControl && role != roleGPU {
 				return fmt.Errorf("--role %q: use all, control or gpu", role)
 			}
+			stopMetrics, err := a.serveMetrics(flags.metricsAddr)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			c, err := a.dial(cmd.Context())
 			if err != nil {
 				return err
@@ -123,6 +131,12 @@ func (r *runningWorkers) stop() {
 func (a *app) startWorkers(ctx context.Context, c client.Client, store blob.Store, role string, gpuCfg workers.GPUConfig) (*runningWorkers, error) {
 	r := &runningWorkers{}
 	if role == roleAll || role == roleGPU {
+		if a.metrics != nil {
+			var err error
+			if gpuCfg.Metrics, err = metrics.NewWorker(a.metrics.MeterProvider()); err != nil {
+				return nil, fmt.Errorf("metrics: %w", err)
+			}
+		}
 		g, err := workers.StartGPU(ctx, c, store, gpuCfg, a.log.Named("gpu"))
 		if err != nil {
 			return nil, err
@@ -142,6 +156,30 @@ func (a *app) startWorkers(ctx context.Context, c client.Client, store blob.Stor
 		a.log.Info("control worker polling", zap.String("queue", workflows.ControlTaskQueue))
 	}
 	return r, nil
+}
+
+// serveMetrics serves Prometheus metrics on addr until the returned stop; the
+// Temporal client dialled afterwards and the GPU worker report to it. With no addr
+// it does nothing.
+func (a *app) serveMetrics(addr string) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	e, err := metrics.NewExporter(a.log.Named("metrics"))
+	if err != nil {
+		return nil, err
+	}
+	bound, err := e.Serve(addr)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	a.metrics = e
+	a.log.Info("serving metrics", zap.String("url", "http://"+bound+"/metrics"))
+	return func() {
+		e.Close()
+		a.metrics = nil
+	}, nil
 }
 
 // autoEngine picks vLLM where this host has GPUs and vLLM, else the simulator; dev

@@ -55,6 +55,14 @@ type Answer struct {
 	Cached bool `json:"cached,omitempty"`
 }
 
+// ErrorCode is the code of the answer's error, or "" for an answer without one.
+func (a Answer) ErrorCode() string {
+	if a.Error == nil {
+		return ""
+	}
+	return a.Error.Code
+}
+
 // AttemptResult is what one GenerateChunk attempt did, written when it ends, for the
 // report: where it ran, how long, what it produced, and the GPUs' telemetry meanwhile.
 type AttemptResult struct {
