@@ -5,7 +5,9 @@ package infra
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +75,24 @@ func checkArgs(t *testing.T, where string, args []any, help string) {
 	}
 }
 
+// metricsPort is the port of the --metrics-addr in args, "" when there is none.
+func metricsPort(args []any) string {
+	for i, a := range args {
+		s, _ := a.(string)
+		addr, ok := strings.CutPrefix(s, "--metrics-addr=")
+		if s == "--metrics-addr" && i+1 < len(args) {
+			addr, _ = args[i+1].(string)
+			ok = true
+		}
+		if ok {
+			if _, port, err := net.SplitHostPort(addr); err == nil {
+				return port
+			}
+		}
+	}
+	return ""
+}
+
 func TestComposeStack(t *testing.T) {
 	docs := documents(t, "docker-compose.yml")
 	services, _ := dig(docs[0], "services").(map[string]any)
@@ -94,8 +114,18 @@ func TestComposeStack(t *testing.T) {
 			}
 		}
 	}
-	args, _ := dig(gpu, "command").([]any)
-	checkArgs(t, "gpu-worker", args, workerFlags(t))
+	help := workerFlags(t)
+	for _, name := range []string{"control-worker", "gpu-worker"} {
+		args, _ := dig(services[name], "command").([]any)
+		checkArgs(t, name, args, help)
+		// Every worker serves its metrics on a port the host reaches.
+		port := metricsPort(args)
+		ports, _ := dig(services[name], "ports").([]any)
+		published := slices.ContainsFunc(ports, func(p any) bool { s, _ := p.(string); return port != "" && strings.HasSuffix(s, ":"+port) })
+		if !published {
+			t.Errorf("%s: metrics port %q (--metrics-addr) is not published in ports %v", name, port, ports)
+		}
+	}
 }
 
 func TestKubernetesManifests(t *testing.T) {
@@ -131,9 +161,19 @@ func TestKubernetesManifests(t *testing.T) {
 					}
 				}
 				containers, _ := dig(d, "spec", "template", "spec", "containers").([]any)
+				annotations, _ := dig(d, "spec", "template", "metadata", "annotations").(map[string]any)
 				for _, c := range containers {
 					args, _ := dig(c, "args").([]any)
 					checkArgs(t, name, args, help)
+					// Every worker serves metrics, declares the port and asks Prometheus to scrape it.
+					port := metricsPort(args)
+					declared, _ := dig(c, "ports").([]any)
+					if port == "" || !slices.ContainsFunc(declared, func(p any) bool { return fmt.Sprint(dig(p, "containerPort")) == port }) {
+						t.Errorf("%s: metrics port %q (--metrics-addr) is not a containerPort of %v", name, port, declared)
+					}
+					if annotations["prometheus.io/scrape"] != "true" || fmt.Sprint(annotations["prometheus.io/port"]) != port {
+						t.Errorf("%s: pod annotations %v do not ask Prometheus to scrape port %q", name, annotations, port)
+					}
 					if dig(c, "resources", "limits", "nvidia.com/gpu") != nil {
 						gpuRequested = true
 					}
