@@ -48,6 +48,15 @@ func TestSubmitAnswersEveryRequestInInputOrder(t *testing.T) {
 	if !res.Simulated {
 		t.Error("a run on the sim engine must say it was simulated")
 	}
+	// The UI's summary of the run names its input, model and request count.
+	desc, err := temporal.DescribeWorkflow(context.Background(), "e2e-submit", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary, err := desc.GetStaticSummary()
+	if want := "vbatch " + input + " · " + model + " · 1,200 requests"; err != nil || summary != want {
+		t.Errorf("the run's summary is %q (%v), want %q", summary, err, want)
+	}
 	lines := readJSONL(t, res.Output)
 	if len(lines) != n {
 		t.Fatalf("output.jsonl has %d lines, want %d", len(lines), n)

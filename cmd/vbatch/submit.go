@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	sdktemporal "go.temporal.io/sdk/temporal"
+	"go.uber.org/zap"
 
+	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/workflows"
 )
@@ -89,7 +92,7 @@ func (a *app) submit(ctx context.Context, out io.Writer, o submitOptions) error 
 		TaskQueue:                workflows.ControlTaskQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		StaticSummary:            fmt.Sprintf("vbatch %s · %s", o.in.Input, o.in.Model),
+		StaticSummary:            a.runSummary(ctx, store, o.in),
 	}, workflows.WorkflowType, o.in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
@@ -110,6 +113,53 @@ func (a *app) submit(ctx context.Context, out io.Writer, o submitOptions) error 
 		return err
 	}
 	return printResult(out, res, o.json)
+}
+
+// countTimeout bounds how long submit reads the input to count its requests: an
+// input too large or too slow to count in that time starts without the count.
+const countTimeout = time.Minute
+
+// runSummary is the run's one line in the Temporal UI and `temporal workflow list`:
+// input, model and the number of requests, counted by streaming the input once.
+// A count that fails is left out, and the run starts all the same.
+func (a *app) runSummary(ctx context.Context, store blob.Store, in workflows.BatchInput) string {
+	summary := fmt.Sprintf("vbatch %s · %s", in.Input, in.Model)
+	n, err := countRequests(ctx, store, in.Input)
+	if err != nil {
+		a.log.Warn("the run's summary leaves out the request count", zap.String("input", in.Input), zap.Error(err))
+		return summary
+	}
+	noun := "requests"
+	if n == 1 {
+		noun = "request"
+	}
+	return fmt.Sprintf("%s · %s %s", summary, groupDigits(n), noun)
+}
+
+// countRequests counts the lines of the input that the run will answer for, one
+// each: its non-blank lines.
+func countRequests(ctx context.Context, store blob.Store, uri string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, countTimeout)
+	defer cancel()
+	r, err := store.Open(ctx, uri)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n, err := batchfile.CountLines(r)
+	if err != nil {
+		return 0, fmt.Errorf("count the requests of %s: %w", uri, err)
+	}
+	return n, nil
+}
+
+// groupDigits writes a count with thousands separators: 5000 → "5,000".
+func groupDigits(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // runResult waits for a run to end and returns its result, also when it was

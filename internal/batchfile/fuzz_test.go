@@ -39,7 +39,8 @@ var knownCodes = []string{CodeInvalidJSON, CodeNotObject, CodeInvalidUTF8, CodeL
 	CodeDuplicateCustomID, CodeUnknownURL, CodeInvalidMethod, CodeEmptyPrompt, CodeInvalidRequest, CodeModelMismatch}
 
 // FuzzReader: the reader never panics, gives exactly one outcome per non-blank
-// line with that line's number, and every valid Request re-marshals to itself.
+// line with that line's number, and every valid Request re-marshals to itself;
+// CountLines counts those lines.
 func FuzzReader(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s), uint16(0))
@@ -98,6 +99,9 @@ func FuzzReader(f *testing.F) {
 		}
 		if i != len(want) {
 			t.Fatalf("%d outcomes for %d non-blank lines", i, len(want))
+		}
+		if n, err := CountLines(bytes.NewReader(data)); err != nil || n != len(want) {
+			t.Fatalf("CountLines says %d (%v) for %d non-blank lines", n, err, len(want))
 		}
 	})
 }
