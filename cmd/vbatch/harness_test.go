@@ -61,7 +61,9 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	ctx := context.Background()
-	stack, err = devstack.Start(ctx, devstack.Options{Dir: filepath.Join(tmp, "stack"), Headless: true})
+	// The Temporal UI only where a test drives it (task e2e:ui): it costs start-up time.
+	headless := os.Getenv("VBATCH_E2E_UI") == ""
+	stack, err = devstack.Start(ctx, devstack.Options{Dir: filepath.Join(tmp, "stack"), Headless: headless})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start stack:", err)
 		return 1
