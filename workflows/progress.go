@@ -76,5 +76,7 @@ func (p Progress) Markdown() string {
 	if p.Status != "" {
 		parts = append(parts, fmt.Sprintf(" · **%s**", p.Status))
 	}
-	return strings.Join(parts, "") + "\n"
+	// The UI sizes the details frame without the last paragraph's margin and clips
+	// it: a last paragraph of one no-break space keeps the tokens line whole.
+	return strings.Join(parts, "") + "\n\n\u00a0\n"
 }
