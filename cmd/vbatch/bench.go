@@ -39,6 +39,9 @@ const (
 	// profileSeedNoSchema is the same requests without the schema: shorter lines,
 	// the same tokens.
 	profileSeedNoSchema = "seed-no-schema"
+	// profileTiny is `vbatch sample tiny`: short chat requests with max_tokens 8,
+	// for runs of a million requests that measure orchestration alone.
+	profileTiny = "tiny"
 )
 
 type benchOptions struct {
@@ -111,7 +114,7 @@ Writes the figures as JSON (--json) and appends a Markdown row (--markdown).`,
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.IntVar(&o.maxInFlight, "max-in-flight", 0, fmt.Sprintf("chunks scheduled at once (default %d)", workflows.DefaultMaxInFlightChunks))
 	f.IntVar(&o.chunksPerEngine, "chunks-per-engine", 2, "chunks each engine works on at once")
-	f.StringVar(&o.profile, "profile", profileSeed, "workload: seed (≈790 prompt / ≈310 completion tokens, JSON schema) or seed-no-schema")
+	f.StringVar(&o.profile, "profile", profileSeed, "workload: seed (≈790 prompt / ≈310 completion tokens, JSON schema), seed-no-schema, or tiny (max_tokens 8)")
 	f.StringVar(&o.jsonPath, "json", "", "write the figures as JSON to this file")
 	f.StringVar(&o.markdownPath, "markdown", "", "append the figures as one Markdown table row to this file")
 	f.BoolVar(&o.keep, "keep", false, "keep the stack's folder (logs, S3 objects, Temporal's database)")
@@ -121,11 +124,11 @@ Writes the figures as JSON (--json) and appends a Markdown row (--markdown).`,
 func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command string) (err error) {
 	synthOpts := synth.Options{N: o.requests, Seed: 1}
 	switch o.profile {
-	case profileSeed:
+	case profileSeed, profileTiny:
 	case profileSeedNoSchema:
 		synthOpts.NoSchema = true
 	default:
-		return fmt.Errorf("--profile %q: use %s or %s", o.profile, profileSeed, profileSeedNoSchema)
+		return fmt.Errorf("--profile %q: use %s, %s or %s", o.profile, profileSeed, profileSeedNoSchema, profileTiny)
 	}
 	if o.requests < 1 || o.gpus < 1 || o.tokensPerSecond <= 0 || o.batchSize < 1 {
 		return errors.New("--requests, --gpus, --tokens-per-second and --batch-size must be positive")
@@ -159,7 +162,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	layout := run.NewLayout(output, runID)
 	input := blob.Join(layout.Prefix, "requests.jsonl")
 	fmt.Fprintf(out, "writing %d synthetic requests (%s profile) to %s ...\n", o.requests, o.profile, input)
-	if err := writeSynthetic(ctx, store, input, synthOpts); err != nil {
+	if err := writeSynthetic(ctx, store, input, o.profile, synthOpts); err != nil {
 		return err
 	}
 
@@ -209,7 +212,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	for _, e := range rep.Engines {
 		measured.Engines = append(measured.Engines, bench.Engine{Name: e.Name(), BusySeconds: e.BusySeconds})
 	}
-	if err := readActivities(ctx, c, runID, &measured); err != nil {
+	if err := readActivities(ctx, c, runID, wf.GetRunID(), &measured); err != nil {
 		return err
 	}
 	if err := readChunkAttempts(ctx, store, layout, res.Chunks, &measured); err != nil {
@@ -252,12 +255,16 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	return nil
 }
 
-func writeSynthetic(ctx context.Context, store blob.Store, uri string, opts synth.Options) error {
+func writeSynthetic(ctx context.Context, store blob.Store, uri, profile string, opts synth.Options) error {
 	w, err := store.Create(ctx, uri)
 	if err != nil {
 		return err
 	}
-	if err := synth.WriteCandidates(w, opts); err != nil {
+	write := func() error { return synth.WriteCandidates(w, opts) }
+	if profile == profileTiny {
+		write = func() error { return synth.WriteTiny(w, opts.N) }
+	}
+	if err := write(); err != nil {
 		_ = w.Abort()
 		return err
 	}
@@ -330,13 +337,60 @@ type activityTimes struct {
 // readActivities reads the run's history for the Plan and Merge activities'
 // durations, the generation phase (first GenerateChunk scheduled → last closed) and
 // each chunk's activity start and close.
-func readActivities(ctx context.Context, c client.Client, runID string, m *bench.Inputs) error {
-	byScheduled := map[int64]*activityTimes{}
-	it := c.GetWorkflowHistory(ctx, runID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+func readActivities(ctx context.Context, c client.Client, runID, firstExecution string, m *bench.Inputs) error {
+	var all []*activityTimes
+	// A run that continued as new has one history per execution; event ids count
+	// within each.
+	for execution := firstExecution; execution != ""; {
+		byScheduled, next, err := readExecution(ctx, c, runID, execution)
+		if err != nil {
+			return err
+		}
+		for _, a := range byScheduled {
+			all = append(all, a)
+		}
+		execution = next
+	}
+	chunks := map[int]*activityTimes{}
+	for _, a := range all {
+		switch a.kind {
+		case "Plan":
+			m.PlanSeconds = a.closed.Sub(a.started).Seconds()
+		case "Merge":
+			m.MergeSeconds = a.closed.Sub(a.started).Seconds()
+		case "GenerateChunk":
+			if m.GenerationStart.IsZero() || a.scheduled.Before(m.GenerationStart) {
+				m.GenerationStart = a.scheduled
+			}
+			if a.closed.After(m.GenerationEnd) {
+				m.GenerationEnd = a.closed
+			}
+			chunks[a.chunk] = a
+		}
+	}
+	if m.PlanSeconds <= 0 || m.MergeSeconds <= 0 || len(chunks) == 0 {
+		return fmt.Errorf("history of %s: no Plan, Merge or GenerateChunk activity found", runID)
+	}
+	// readChunkAttempts adds each chunk's engine and times.
+	for idx, a := range chunks {
+		m.Chunks = append(m.Chunks, bench.Chunk{Index: idx, ActivityStarted: a.started, ActivityClosed: a.closed})
+	}
+	return nil
+}
+
+// readExecution reads one execution's activities by the id of their scheduled
+// event, and the execution it continued as, if any.
+func readExecution(ctx context.Context, c client.Client, runID, execution string) (byScheduled map[int64]*activityTimes, next string, err error) {
+	byScheduled = map[int64]*activityTimes{}
+	it := c.GetWorkflowHistory(ctx, runID, execution, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for it.HasNext() {
 		ev, err := it.Next()
 		if err != nil {
-			return fmt.Errorf("read history of %s: %w", runID, err)
+			return nil, "", fmt.Errorf("read history of %s: %w", runID, err)
+		}
+		if can := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); can != nil {
+			next = can.GetNewExecutionRunId()
+			continue
 		}
 		at := ev.GetEventTime().AsTime()
 		if s := ev.GetActivityTaskScheduledEventAttributes(); s != nil {
@@ -372,31 +426,7 @@ func readActivities(ctx context.Context, c client.Client, runID string, m *bench
 			}
 		}
 	}
-	chunks := map[int]*activityTimes{}
-	for _, a := range byScheduled {
-		switch a.kind {
-		case "Plan":
-			m.PlanSeconds = a.closed.Sub(a.started).Seconds()
-		case "Merge":
-			m.MergeSeconds = a.closed.Sub(a.started).Seconds()
-		case "GenerateChunk":
-			if m.GenerationStart.IsZero() || a.scheduled.Before(m.GenerationStart) {
-				m.GenerationStart = a.scheduled
-			}
-			if a.closed.After(m.GenerationEnd) {
-				m.GenerationEnd = a.closed
-			}
-			chunks[a.chunk] = a
-		}
-	}
-	if m.PlanSeconds <= 0 || m.MergeSeconds <= 0 || len(chunks) == 0 {
-		return fmt.Errorf("history of %s: no Plan, Merge or GenerateChunk activity found", runID)
-	}
-	// readChunkAttempts adds each chunk's engine and times.
-	for idx, a := range chunks {
-		m.Chunks = append(m.Chunks, bench.Chunk{Index: idx, ActivityStarted: a.started, ActivityClosed: a.closed})
-	}
-	return nil
+	return byScheduled, next, nil
 }
 
 // readChunkAttempts fills each chunk with its completed attempt's engine and times.
