@@ -7,6 +7,7 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/run"
+	"github.com/vbatch/vbatch/internal/uritemplate"
 )
 
 // maxRetryChain bounds how many retry_of links PlanRetry follows to the original run.
@@ -79,9 +81,10 @@ func (c *Control) PlanRetry(ctx context.Context, in RetryInput) (RetryPlan, erro
 // startInput is what PlanRetry needs of a run's BatchInput (the workflows package
 // owns the type; activities cannot import it).
 type startInput struct {
-	Input   string `json:"input"`
-	Output  string `json:"output"`
-	RetryOf string `json:"retry_of"`
+	Input    string `json:"input"`
+	Output   string `json:"output"`
+	Timezone string `json:"timezone"`
+	RetryOf  string `json:"retry_of"`
 }
 
 // LocateRun finds the folder of the ended run that in.RetryOf names: from
@@ -174,5 +177,42 @@ func runInput(ctx context.Context, tc client.Client, id string) (startInput, err
 				fmt.Sprintf("run %s was not started with a BatchInput: %v", id, err), ErrTypeConfig, err)
 		}
 	}
+	if in.RetryOf == "" && (uritemplate.IsTemplate(in.Input) || uritemplate.IsTemplate(in.Output)) {
+		if err := resolveStartTemplates(&in, attrs, ev.GetEventTime().AsTime()); err != nil {
+			return startInput{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("run %s: %v", id, err), ErrTypeConfig, err)
+		}
+	}
 	return in, nil
+}
+
+// resolveStartTemplates resolves a templated run's input and output as its
+// workflow did: from the schedule's time in its start's search attributes, else
+// from its start (started).
+func resolveStartTemplates(in *startInput, attrs *historypb.WorkflowExecutionStartedEventAttributes, started time.Time) error {
+	when, schedule := started, ""
+	dc := converter.GetDefaultDataConverter()
+	fields := attrs.GetSearchAttributes().GetIndexedFields()
+	if p, ok := fields["TemporalScheduledStartTime"]; ok {
+		if err := dc.FromPayload(p, &when); err != nil {
+			return fmt.Errorf("read TemporalScheduledStartTime: %w", err)
+		}
+	}
+	if p, ok := fields["TemporalScheduledById"]; ok {
+		if err := dc.FromPayload(p, &schedule); err != nil {
+			return fmt.Errorf("read TemporalScheduledById: %w", err)
+		}
+	}
+	f, err := uritemplate.NewFields(when, in.Timezone, schedule)
+	if err != nil {
+		return err
+	}
+	if in.Output == "" {
+		in.Output = run.DefaultOutput(in.Input)
+	}
+	if in.Input, err = uritemplate.Resolve(in.Input, f); err != nil {
+		return err
+	}
+	in.Output, err = uritemplate.Resolve(in.Output, f)
+	return err
 }

@@ -175,18 +175,21 @@ type RetryChunk struct {
 
 // ReportInput is everything the workflow knows that the run's folder does not.
 type ReportInput struct {
-	Run               run.Layout        `json:"run"`
-	Input             string            `json:"input"`
-	Model             string            `json:"model"`
-	Status            string            `json:"status"`
-	Labels            map[string]string `json:"labels,omitempty"`
-	RetryOf           string            `json:"retry_of,omitempty"`
-	Plan              PlanSummary       `json:"plan"`
-	Merge             MergeResult       `json:"merge"`
-	FailedChunks      []ChunkFailure    `json:"failed_chunks,omitempty"`
-	Started           time.Time         `json:"started"`
-	GenerationStarted time.Time         `json:"generation_started"`
-	MergeStarted      time.Time         `json:"merge_started"`
+	Run    run.Layout        `json:"run"`
+	Input  string            `json:"input"`
+	Model  string            `json:"model"`
+	Status string            `json:"status"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// SeriesPrefix is where the series index lives when not beside the run's
+	// folder: a templated output's fixed part.
+	SeriesPrefix      string         `json:"series_prefix,omitempty"`
+	RetryOf           string         `json:"retry_of,omitempty"`
+	Plan              PlanSummary    `json:"plan"`
+	Merge             MergeResult    `json:"merge"`
+	FailedChunks      []ChunkFailure `json:"failed_chunks,omitempty"`
+	Started           time.Time      `json:"started"`
+	GenerationStarted time.Time      `json:"generation_started"`
+	MergeStarted      time.Time      `json:"merge_started"`
 }
 
 // LoadChunksInput names chunks of a run's plan by index ranges.

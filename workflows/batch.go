@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/vbatch/vbatch/activities"
 	"github.com/vbatch/vbatch/internal/answercache"
 	"github.com/vbatch/vbatch/internal/run"
+	"github.com/vbatch/vbatch/internal/uritemplate"
 )
 
 // Statuses of a BatchResult.
@@ -90,20 +92,26 @@ type Continuation struct {
 	Started           time.Time                 `json:"started"`
 	GenerationStarted time.Time                 `json:"generation_started"`
 	Executions        int                       `json:"executions"`
+	// SeriesPrefix: the templated output's series index, which the resolved
+	// output no longer shows.
+	SeriesPrefix string `json:"series_prefix,omitempty"`
 }
 
 // batch is one BatchInference execution's state.
 type batch struct {
-	in        BatchInput
-	layout    run.Layout
-	started   time.Time
-	plan      activities.PlanSummary // the run's whole plan, without its chunk list
-	work      []chunkWork            // the chunks this execution generates
-	workTotal int                    // the chunks the run generates over all its executions
-	progress  Progress
-	chunks    map[int]activities.GenerateResult // this execution's finished chunks
-	failed    []activities.ChunkFailure         // the run's chunks that failed every attempt
-	simulated bool
+	in     BatchInput
+	layout run.Layout
+	// seriesPrefix is where the report keeps the series index when the output
+	// is templated; empty: beside the run's folder.
+	seriesPrefix string
+	started      time.Time
+	plan         activities.PlanSummary // the run's whole plan, without its chunk list
+	work         []chunkWork            // the chunks this execution generates
+	workTotal    int                    // the chunks the run generates over all its executions
+	progress     Progress
+	chunks       map[int]activities.GenerateResult // this execution's finished chunks
+	failed       []activities.ChunkFailure         // the run's chunks that failed every attempt
+	simulated    bool
 	// executions counts the executions before this one (continue-as-new).
 	executions int
 	// configErr is a chunk's non-retryable configuration error: the run ends
@@ -125,6 +133,7 @@ func (b *batch) setup(ctx workflow.Context) error {
 	}
 	if c := b.in.Continuation; c != nil {
 		b.layout, b.plan, b.workTotal, b.simulated, b.executions = c.Run, c.Plan, c.WorkTotal, c.Simulated, c.Executions
+		b.seriesPrefix = c.SeriesPrefix
 		b.failed = c.Failed
 		b.started = c.Started
 		b.progress = c.Progress
@@ -133,6 +142,9 @@ func (b *batch) setup(ctx workflow.Context) error {
 		return workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) { return b.progress, nil })
 	}
 	if b.in.RetryOf == "" {
+		if err := b.resolveTemplates(ctx); err != nil {
+			return err
+		}
 		output := b.in.Output
 		if output == "" {
 			output = run.DefaultOutput(b.in.Input)
@@ -155,6 +167,59 @@ func (b *batch) cachePrefix() string {
 	}
 	// The run folder's parent is the output prefix, for retries too.
 	return answercache.DefaultPrefix(run.DefaultOutput(b.layout.Prefix))
+}
+
+// Search attributes that Temporal sets on the runs a schedule starts.
+var (
+	// scheduledStartTime is the time the schedule meant the run to start: also
+	// that of a run started late, caught up or backfilled.
+	scheduledStartTime = temporal.NewSearchAttributeKeyTime("TemporalScheduledStartTime")
+	scheduledByID      = temporal.NewSearchAttributeKeyKeyword("TemporalScheduledById")
+)
+
+// resolveTemplates fills the template fields of Input and Output from the time
+// the run stands for — its schedule's time, else its own start — so that a run
+// caught up days late still reads its own night's file. A scheduled run gets the
+// label schedule=<schedule id>, which makes its report compare it with the
+// schedule's run before it. Nothing here is a command: runs recorded before
+// templates existed replay unchanged.
+func (b *batch) resolveTemplates(ctx workflow.Context) error {
+	attrs := workflow.GetTypedSearchAttributes(ctx)
+	schedule, _ := attrs.GetKeyword(scheduledByID)
+	if schedule != "" && b.in.Labels["schedule"] == "" {
+		b.in.Labels = maps.Clone(b.in.Labels)
+		if b.in.Labels == nil {
+			b.in.Labels = map[string]string{}
+		}
+		b.in.Labels["schedule"] = schedule
+	}
+	output := b.in.Output
+	if output == "" {
+		output = run.DefaultOutput(b.in.Input)
+	}
+	if !uritemplate.IsTemplate(b.in.Input) && !uritemplate.IsTemplate(output) {
+		return nil
+	}
+	when, ok := attrs.GetTime(scheduledStartTime)
+	if !ok {
+		when = workflow.GetInfo(ctx).WorkflowStartTime
+	}
+	fields, err := uritemplate.NewFields(when, b.in.Timezone, schedule)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
+	}
+	if uritemplate.IsTemplate(output) {
+		// Every night has its own folder; the series index stays where the
+		// nights can find each other.
+		b.seriesPrefix = uritemplate.FixedPrefix(output)
+	}
+	if b.in.Input, err = uritemplate.Resolve(b.in.Input, fields); err != nil {
+		return temporal.NewNonRetryableApplicationError("input: "+err.Error(), ErrTypeBadInput, nil)
+	}
+	if b.in.Output, err = uritemplate.Resolve(output, fields); err != nil {
+		return temporal.NewNonRetryableApplicationError("output: "+err.Error(), ErrTypeBadInput, nil)
+	}
+	return nil
 }
 
 // ErrTypeBadInput marks errors in the run's own input that no retry can mend.
@@ -279,6 +344,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		Model:             b.in.Model,
 		Status:            res.Status,
 		Labels:            b.in.Labels,
+		SeriesPrefix:      b.seriesPrefix,
 		RetryOf:           b.in.RetryOf,
 		Plan:              b.plan,
 		Merge:             merged,
@@ -377,7 +443,7 @@ func (b *batch) continueAsNew(ctx workflow.Context, left []chunkWork) error {
 	c := &Continuation{
 		Run: b.layout, Plan: b.plan, Failed: b.failed, WorkTotal: b.workTotal, Simulated: b.simulated,
 		Progress: b.progress, Started: b.started, GenerationStarted: b.progress.generationStarted,
-		Executions: b.executions + 1,
+		Executions: b.executions + 1, SeriesPrefix: b.seriesPrefix,
 	}
 	indexes := make([]int, 0, len(left))
 	for _, w := range left {

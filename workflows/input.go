@@ -43,10 +43,16 @@ const (
 
 // BatchInput is the one argument of BatchInference. Every field but Input is optional.
 type BatchInput struct {
-	// Input is the JSONL file of requests: s3://bucket/key or file:///path.
+	// Input is the JSONL file of requests: s3://bucket/key or file:///path. It may
+	// hold template fields ({{.Date}}, {{.Time}}, {{.Schedule}}: see
+	// internal/uritemplate), resolved from the time the run stands for: its
+	// schedule's time for a scheduled run, else its start.
 	Input string `json:"input"`
-	// Output is the prefix under which the run's folder is written; default: the input's folder.
+	// Output is the prefix under which the run's folder is written; default: the
+	// input's folder. It may hold template fields as Input does.
 	Output string `json:"output,omitempty"`
+	// Timezone is the IANA zone in which template fields are resolved (default UTC).
+	Timezone string `json:"timezone,omitempty"`
 	// Model names the model; it picks the GPU task queue whose workers loaded it.
 	Model string `json:"model,omitempty"`
 	// Engine records the engine settings the run asks for (the worker's loaded engine serves them).

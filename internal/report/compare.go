@@ -275,14 +275,18 @@ const maxSeriesRuns = 60
 
 var unsafeSeriesName = regexp.MustCompile(`[^A-Za-z0-9._=-]+`)
 
-// SeriesIndexURI is where the index of series name lives for runs under layout's
-// output prefix.
-func SeriesIndexURI(layout run.Layout, name string) string {
+// SeriesIndexURI is where the index of series name lives: under seriesPrefix
+// when given (a scheduled run whose output is templated, one folder a night,
+// keeps it at the template's fixed part), else under layout's output prefix.
+func SeriesIndexURI(layout run.Layout, seriesPrefix, name string) string {
 	safe := strings.Trim(unsafeSeriesName.ReplaceAllString(name, "-"), "-.")
 	if safe == "" {
 		safe = "series"
 	}
-	return blob.Join(outputPrefix(layout), "_series", safe+".json")
+	if seriesPrefix == "" {
+		seriesPrefix = outputPrefix(layout)
+	}
+	return blob.Join(seriesPrefix, "_series", safe+".json")
 }
 
 // outputPrefix is the folder that holds the run's folder.

@@ -30,7 +30,7 @@ func Publish(ctx context.Context, store blob.Store, layout run.Layout, r Report)
 	var idx SeriesIndex
 	if name != "" {
 		var err error
-		if idx, err = readSeries(ctx, store, SeriesIndexURI(layout, name), name); err != nil {
+		if idx, err = readSeries(ctx, store, SeriesIndexURI(layout, r.SeriesPrefix, name), name); err != nil {
 			return r, fmt.Errorf("read series index: %w", err)
 		}
 		if r.Comparison == nil {
@@ -43,7 +43,7 @@ func Publish(ctx context.Context, store blob.Store, layout run.Layout, r Report)
 	}
 	if name != "" {
 		idx.upsert(SeriesEntry{RunID: r.RunID, Started: r.Timing.Started, Report: blob.Join(layout.Prefix, JSONName)})
-		if err := blob.WriteJSON(ctx, store, SeriesIndexURI(layout, name), idx); err != nil {
+		if err := blob.WriteJSON(ctx, store, SeriesIndexURI(layout, r.SeriesPrefix, name), idx); err != nil {
 			return r, fmt.Errorf("write series index: %w", err)
 		}
 	}
@@ -139,7 +139,8 @@ func Remeasure(ctx context.Context, store blob.Store, layout run.Layout) (Report
 // InputsFrom recovers a report's workflow inputs from the report itself.
 func InputsFrom(r Report) Inputs {
 	in := Inputs{RunID: r.RunID, Status: r.Status, Input: r.Input, Model: r.Model, Labels: r.Labels,
-		Lines: r.Counts.Requests, Valid: r.Counts.Valid, FailedChunks: r.Counts.FailedChunks,
+		SeriesPrefix: r.SeriesPrefix,
+		Lines:        r.Counts.Requests, Valid: r.Counts.Valid, FailedChunks: r.Counts.FailedChunks,
 		Started: r.Timing.Started, Finished: r.Timing.Finished, Cache: r.Cache}
 	if !in.Started.IsZero() {
 		in.Generation = in.Started.Add(duration(r.Timing.PlanSeconds))

@@ -62,7 +62,7 @@ func TestPublishComparesWithThePreviousRunOfTheSeries(t *testing.T) {
 		t.Errorf("regenerated first run: comparison %+v, %d answered, %.1f s generation", again.Comparison, again.Counts.Answered, again.Timing.GenerationSeconds)
 	}
 	var idx SeriesIndex
-	if err := blob.ReadJSON(ctx, first.store, SeriesIndexURI(first.layout, "nightly-candidates"), &idx); err != nil {
+	if err := blob.ReadJSON(ctx, first.store, SeriesIndexURI(first.layout, "", "nightly-candidates"), &idx); err != nil {
 		t.Fatal(err)
 	}
 	if len(idx.Runs) != 2 || idx.Runs[0].RunID != "night-1" || idx.Runs[1].Report != output+"/night-2/report.json" {

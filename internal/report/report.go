@@ -32,6 +32,9 @@ type Report struct {
 	Input     string            `json:"input"`
 	Model     string            `json:"model"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// SeriesPrefix is where the index of the run's series lives when not beside
+	// the run's folder (SeriesIndexURI).
+	SeriesPrefix string `json:"series_prefix,omitempty"`
 	// Notes are said under the title, for what the figures cannot say themselves
 	// (random weights, how a report was regenerated).
 	Notes     []string        `json:"notes,omitempty"`
@@ -191,6 +194,7 @@ type Files struct {
 type Inputs struct {
 	RunID, Status, Input, Model    string
 	Labels                         map[string]string
+	SeriesPrefix                   string
 	Lines, Valid, Answered, Errors int
 	ErrorsByCode                   map[string]int
 	FailedChunks, Chunks           int
@@ -211,6 +215,7 @@ type Inputs struct {
 func Build(in Inputs) Report {
 	r := Report{
 		RunID: in.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: in.Labels,
+		SeriesPrefix: in.SeriesPrefix,
 		Counts: Counts{Requests: in.Lines, Valid: in.Valid, Answered: in.Answered, Errors: in.Errors,
 			ErrorsByCode: in.ErrorsByCode, Chunks: in.Chunks, FailedChunks: in.FailedChunks, Attempts: len(in.Attempts)},
 		Files: Files{Output: in.Output, Errors: in.ErrorsURI, Manifest: in.Manifest, OutputBytes: in.OutputBytes, ErrorsBytes: in.ErrorsBytes},
