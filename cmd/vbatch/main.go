@@ -1,6 +1,6 @@
 // Command vbatch runs batch LLM inference on Temporal: one binary whose subcommands
-// start the local stack (dev, demo), the workers, and runs (submit, status, retry,
-// cancel).
+// start the local stack (dev, demo), the workers, runs (submit, status, retry,
+// cancel) and nightly schedules (schedule).
 package main
 
 import (
@@ -68,6 +68,6 @@ Start a local stack with 'vbatch dev', or run the whole thing once with 'vbatch 
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(a.devCmd(), a.demoCmd(), a.workerCmd(), a.submitCmd(), a.statusCmd(), a.retryCmd(), a.cancelCmd(),
-		a.sampleCmd(), a.gpusCmd(), a.reportCmd(), a.compareCmd(), a.benchCmd())
+		a.scheduleCmd(), a.sampleCmd(), a.gpusCmd(), a.reportCmd(), a.compareCmd(), a.benchCmd())
 	return root
 }
