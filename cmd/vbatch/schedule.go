@@ -554,7 +554,8 @@ func overlapName(p enumspb.ScheduleOverlapPolicy) string {
 	if p == enumspb.SCHEDULE_OVERLAP_POLICY_UNSPECIFIED {
 		return defaultOverlap
 	}
-	return strings.ToLower(strings.TrimPrefix(p.String(), overlapPrefix))
+	// The enum's String() is CamelCase ("BufferAll"); its proto name is not.
+	return strings.ToLower(strings.TrimPrefix(enumspb.ScheduleOverlapPolicy_name[int32(p)], overlapPrefix))
 }
 
 func overlapNames() string {

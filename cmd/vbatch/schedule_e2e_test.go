@@ -166,7 +166,37 @@ func TestScheduleBackfillScoresEachNightFromItsOwnDate(t *testing.T) {
 		t.Errorf("retry of the night without input: exit %d, want it to look for %s:\n%s", code, wantFolder, out)
 	}
 
+	// A triggered run stands for the time it was triggered: today, whose file is missing.
+	if out, code = runVbatch(t, time.Minute, nil, "schedule", "trigger", name); code != 0 {
+		t.Fatalf("schedule trigger: exit %d\n%s", code, out)
+	}
+	var triggered *scheduledRun
+	for deadline := time.Now().Add(time.Minute); triggered == nil; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the triggered run did not start in a minute")
+		}
+		out, _ = runVbatch(t, time.Minute, nil, "schedule", "describe", name, "--json")
+		var v scheduleView
+		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &v); err != nil {
+			t.Fatalf("schedule describe --json: %v\n%s", err, out)
+		}
+		for _, r := range v.RecentRuns {
+			if r.Scheduled.After(view.RecentRuns[2].Scheduled) {
+				triggered = &r
+			}
+		}
+	}
+	if since := time.Since(triggered.Scheduled); since < 0 || since > 2*time.Minute {
+		t.Errorf("the triggered run stands for %s, want about now", triggered.Scheduled)
+	}
+	_ = temporal.GetWorkflow(waitCtx, triggered.RunID, "").Get(waitCtx, nil)
+	wantMsg = "input " + base + "/candidates/" + triggered.Scheduled.UTC().Format(time.DateOnly) + "/requests.jsonl does not exist"
+	if out, code = runVbatch(t, time.Minute, nil, "status", triggered.RunID); code == 0 || !strings.Contains(out, wantMsg) {
+		t.Errorf("status of the triggered run: exit %d, want it to say %q:\n%s", code, wantMsg, out)
+	}
+
 	out, code = runVbatch(t, time.Minute, nil, "schedule", "list")
+	t.Logf("vbatch schedule list:\n%s", out)
 	if code != 0 || !strings.Contains(out, name) || !strings.Contains(out, "paused") {
 		t.Errorf("schedule list: exit %d, want %s paused:\n%s", code, name, out)
 	}
@@ -177,6 +207,7 @@ func TestScheduleBackfillScoresEachNightFromItsOwnDate(t *testing.T) {
 		t.Errorf("schedule pause: exit %d\n%s", code, out)
 	}
 	out, _ = runVbatch(t, time.Minute, nil, "schedule", "describe", name)
+	t.Logf("vbatch schedule describe %s:\n%s", name, out)
 	if !strings.Contains(out, "paused (holiday)") {
 		t.Errorf("describe after pause --note holiday:\n%s", out)
 	}
