@@ -24,7 +24,7 @@ func (c *Control) Report(ctx context.Context, in ReportInput) (string, error) {
 		labels["retry_of"] = in.RetryOf
 	}
 	rep, err := report.Measure(ctx, c.Store, in.Run, report.Inputs{
-		RunID: in.Run.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: labels, SeriesPrefix: in.SeriesPrefix,
+		RunID: in.Run.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: labels, SeriesPrefix: in.SeriesPrefix, Scheduled: in.Scheduled,
 		Lines: in.Plan.Lines, Valid: in.Plan.Valid, FailedChunks: len(in.FailedChunks),
 		Started: in.Started, Generation: in.GenerationStarted, MergeStarted: in.MergeStarted, Finished: time.Now(),
 		Cache:     in.Merge.Cache,

@@ -182,7 +182,9 @@ type ReportInput struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// SeriesPrefix is where the series index lives when not beside the run's
 	// folder: a templated output's fixed part.
-	SeriesPrefix      string         `json:"series_prefix,omitempty"`
+	SeriesPrefix string `json:"series_prefix,omitempty"`
+	// Scheduled is the time a scheduled run stands for; zero for other runs.
+	Scheduled         time.Time      `json:"scheduled,omitzero"`
 	RetryOf           string         `json:"retry_of,omitempty"`
 	Plan              PlanSummary    `json:"plan"`
 	Merge             MergeResult    `json:"merge"`

@@ -95,6 +95,9 @@ type Continuation struct {
 	// SeriesPrefix: the templated output's series index, which the resolved
 	// output no longer shows.
 	SeriesPrefix string `json:"series_prefix,omitempty"`
+	// Scheduled is the time a scheduled run stands for, which the continued
+	// execution's search attributes may no longer say.
+	Scheduled time.Time `json:"scheduled,omitzero"`
 }
 
 // batch is one BatchInference execution's state.
@@ -104,14 +107,16 @@ type batch struct {
 	// seriesPrefix is where the report keeps the series index when the output
 	// is templated; empty: beside the run's folder.
 	seriesPrefix string
-	started      time.Time
-	plan         activities.PlanSummary // the run's whole plan, without its chunk list
-	work         []chunkWork            // the chunks this execution generates
-	workTotal    int                    // the chunks the run generates over all its executions
-	progress     Progress
-	chunks       map[int]activities.GenerateResult // this execution's finished chunks
-	failed       []activities.ChunkFailure         // the run's chunks that failed every attempt
-	simulated    bool
+	// scheduled is the time a scheduled run stands for; zero for other runs.
+	scheduled time.Time
+	started   time.Time
+	plan      activities.PlanSummary // the run's whole plan, without its chunk list
+	work      []chunkWork            // the chunks this execution generates
+	workTotal int                    // the chunks the run generates over all its executions
+	progress  Progress
+	chunks    map[int]activities.GenerateResult // this execution's finished chunks
+	failed    []activities.ChunkFailure         // the run's chunks that failed every attempt
+	simulated bool
 	// executions counts the executions before this one (continue-as-new).
 	executions int
 	// configErr is a chunk's non-retryable configuration error: the run ends
@@ -133,7 +138,7 @@ func (b *batch) setup(ctx workflow.Context) error {
 	}
 	if c := b.in.Continuation; c != nil {
 		b.layout, b.plan, b.workTotal, b.simulated, b.executions = c.Run, c.Plan, c.WorkTotal, c.Simulated, c.Executions
-		b.seriesPrefix = c.SeriesPrefix
+		b.seriesPrefix, b.scheduled = c.SeriesPrefix, c.Scheduled
 		b.failed = c.Failed
 		b.started = c.Started
 		b.progress = c.Progress
@@ -180,12 +185,13 @@ var (
 // resolveTemplates fills the template fields of Input and Output from the time
 // the run stands for — its schedule's time, else its own start — so that a run
 // caught up days late still reads its own night's file. A scheduled run gets the
-// label schedule=<schedule id>, which makes its report compare it with the
-// schedule's run before it. Nothing here is a command: runs recorded before
+// label schedule=<schedule id> and its scheduled time, which make its report
+// compare it with the schedule's night before it. Nothing here is a command: runs recorded before
 // templates existed replay unchanged.
 func (b *batch) resolveTemplates(ctx workflow.Context) error {
 	attrs := workflow.GetTypedSearchAttributes(ctx)
 	schedule, _ := attrs.GetKeyword(scheduledByID)
+	b.scheduled, _ = attrs.GetTime(scheduledStartTime)
 	if schedule != "" && b.in.Labels["schedule"] == "" {
 		b.in.Labels = maps.Clone(b.in.Labels)
 		if b.in.Labels == nil {
@@ -200,8 +206,8 @@ func (b *batch) resolveTemplates(ctx workflow.Context) error {
 	if !uritemplate.IsTemplate(b.in.Input) && !uritemplate.IsTemplate(output) {
 		return nil
 	}
-	when, ok := attrs.GetTime(scheduledStartTime)
-	if !ok {
+	when := b.scheduled
+	if when.IsZero() {
 		when = workflow.GetInfo(ctx).WorkflowStartTime
 	}
 	fields, err := uritemplate.NewFields(when, b.in.Timezone, schedule)
@@ -345,6 +351,7 @@ func (b *batch) run(ctx workflow.Context) (BatchResult, error) {
 		Status:            res.Status,
 		Labels:            b.in.Labels,
 		SeriesPrefix:      b.seriesPrefix,
+		Scheduled:         b.scheduled,
 		RetryOf:           b.in.RetryOf,
 		Plan:              b.plan,
 		Merge:             merged,
@@ -443,7 +450,7 @@ func (b *batch) continueAsNew(ctx workflow.Context, left []chunkWork) error {
 	c := &Continuation{
 		Run: b.layout, Plan: b.plan, Failed: b.failed, WorkTotal: b.workTotal, Simulated: b.simulated,
 		Progress: b.progress, Started: b.started, GenerationStarted: b.progress.generationStarted,
-		Executions: b.executions + 1, SeriesPrefix: b.seriesPrefix,
+		Executions: b.executions + 1, SeriesPrefix: b.seriesPrefix, Scheduled: b.scheduled,
 	}
 	indexes := make([]int, 0, len(left))
 	for _, w := range left {

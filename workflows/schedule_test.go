@@ -110,6 +110,7 @@ func TestTemplatesResolveFromTheScheduledTime(t *testing.T) {
 			require.Equal(t, tc.wantInput, planIn.Input)
 			require.Equal(t, tc.wantRun, planIn.Run.Prefix)
 			require.Equal(t, tc.wantInput, reportIn.Input, "the report names the file the run read")
+			require.True(t, reportIn.Scheduled.Equal(tc.scheduled), "the report is placed in its series by the night it stands for")
 			if tc.scheduled.IsZero() {
 				require.Empty(t, reportIn.Labels["schedule"])
 			} else {

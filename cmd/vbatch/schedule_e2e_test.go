@@ -129,8 +129,9 @@ func TestScheduleBackfillScoresEachNightFromItsOwnDate(t *testing.T) {
 		if err := blob.ReadJSON(ctx, store, res.Report, &rep); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Labels["schedule"] != name || rep.Input != base+"/candidates/"+date+"/requests.jsonl" {
-			t.Errorf("night %s report: labels %v, input %s: want schedule=%s and its own date's input", date, rep.Labels, rep.Input, name)
+		if rep.Labels["schedule"] != name || rep.Input != base+"/candidates/"+date+"/requests.jsonl" || !rep.Scheduled.Equal(r.Scheduled) {
+			t.Errorf("night %s report: labels %v, input %s, scheduled %s: want schedule=%s, its own date's input and time",
+				date, rep.Labels, rep.Input, rep.Scheduled, name)
 		}
 		switch {
 		case previous == "" && rep.Comparison != nil:

@@ -265,8 +265,8 @@ type SeriesIndex struct {
 // SeriesEntry is one run of a series.
 type SeriesEntry struct {
 	RunID   string    `json:"run_id"`
-	Started time.Time `json:"started"`
-	Report  string    `json:"report"` // its report.json
+	Started time.Time `json:"started"` // a scheduled run's scheduled time, else its start
+	Report  string    `json:"report"`  // its report.json
 }
 
 // maxSeriesRuns bounds an index: the previous run is all a report needs, a few

@@ -42,7 +42,7 @@ func Publish(ctx context.Context, store blob.Store, layout run.Layout, r Report)
 		return r, err
 	}
 	if name != "" {
-		idx.upsert(SeriesEntry{RunID: r.RunID, Started: r.Timing.Started, Report: blob.Join(layout.Prefix, JSONName)})
+		idx.upsert(SeriesEntry{RunID: r.RunID, Started: r.seriesTime(), Report: blob.Join(layout.Prefix, JSONName)})
 		if err := blob.WriteJSON(ctx, store, SeriesIndexURI(layout, r.SeriesPrefix, name), idx); err != nil {
 			return r, fmt.Errorf("write series index: %w", err)
 		}
@@ -50,10 +50,20 @@ func Publish(ctx context.Context, store blob.Store, layout run.Layout, r Report)
 	return r, nil
 }
 
+// seriesTime places the run in its series: when it was scheduled, else when it
+// started. A night backfilled today is compared with the night before it, not
+// with the run that happened to start last.
+func (r Report) seriesTime() time.Time {
+	if !r.Scheduled.IsZero() {
+		return r.Scheduled
+	}
+	return r.Timing.Started
+}
+
 // comparePrevious compares r with the previous run of its series; nil when it is
 // the first.
 func comparePrevious(ctx context.Context, store blob.Store, idx SeriesIndex, r Report) *Comparison {
-	prev, ok := idx.previous(r.RunID, r.Timing.Started)
+	prev, ok := idx.previous(r.RunID, r.seriesTime())
 	if !ok {
 		return nil
 	}
@@ -139,8 +149,8 @@ func Remeasure(ctx context.Context, store blob.Store, layout run.Layout) (Report
 // InputsFrom recovers a report's workflow inputs from the report itself.
 func InputsFrom(r Report) Inputs {
 	in := Inputs{RunID: r.RunID, Status: r.Status, Input: r.Input, Model: r.Model, Labels: r.Labels,
-		SeriesPrefix: r.SeriesPrefix,
-		Lines:        r.Counts.Requests, Valid: r.Counts.Valid, FailedChunks: r.Counts.FailedChunks,
+		SeriesPrefix: r.SeriesPrefix, Scheduled: r.Scheduled,
+		Lines: r.Counts.Requests, Valid: r.Counts.Valid, FailedChunks: r.Counts.FailedChunks,
 		Started: r.Timing.Started, Finished: r.Timing.Finished, Cache: r.Cache}
 	if !in.Started.IsZero() {
 		in.Generation = in.Started.Add(duration(r.Timing.PlanSeconds))

@@ -113,3 +113,38 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// A schedule's series is in the order of its nights, not of its starts: a night
+// backfilled late compares with the night before it, and the next night with the
+// night before that one.
+func TestPublishOrdersAScheduleByItsNights(t *testing.T) {
+	ctx := context.Background()
+	output := "file://" + t.TempDir()
+	labels := map[string]string{"schedule": "nightly"}
+	night := func(day int) time.Time { return time.Date(2026, 11, day, 2, 0, 0, 0, time.UTC) }
+	publish := func(runID string, started, scheduled time.Time) *Comparison {
+		t.Helper()
+		f := writeFixture(t, output, runID, started, nil)
+		r := f.measure(t, labels)
+		r.Scheduled = scheduled
+		r, err := Publish(ctx, f.store, f.layout, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Comparison
+	}
+	previous := func(c *Comparison) string {
+		if c == nil {
+			return "none"
+		}
+		return c.Previous.RunID
+	}
+	publish("nov-01", night(1), night(1))
+	publish("nov-03", night(3), night(3))
+	if c := publish("nov-02", night(4).Add(8*time.Hour), night(2)); previous(c) != "nov-01" {
+		t.Errorf("Nov 2, backfilled on Nov 4, compares with %s, want nov-01", previous(c))
+	}
+	if c := publish("nov-04", night(5), night(4)); previous(c) != "nov-03" {
+		t.Errorf("Nov 4, caught up on Nov 5, compares with %s, want nov-03", previous(c))
+	}
+}

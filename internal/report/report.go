@@ -35,6 +35,10 @@ type Report struct {
 	// SeriesPrefix is where the index of the run's series lives when not beside
 	// the run's folder (SeriesIndexURI).
 	SeriesPrefix string `json:"series_prefix,omitempty"`
+	// Scheduled is the time a scheduled run stands for: its schedule's time, also
+	// when it ran late or was backfilled. Its series is in this order; other runs
+	// are in the order they started.
+	Scheduled time.Time `json:"scheduled,omitzero"`
 	// Notes are said under the title, for what the figures cannot say themselves
 	// (random weights, how a report was regenerated).
 	Notes     []string        `json:"notes,omitempty"`
@@ -195,6 +199,7 @@ type Inputs struct {
 	RunID, Status, Input, Model    string
 	Labels                         map[string]string
 	SeriesPrefix                   string
+	Scheduled                      time.Time
 	Lines, Valid, Answered, Errors int
 	ErrorsByCode                   map[string]int
 	FailedChunks, Chunks           int
@@ -215,7 +220,7 @@ type Inputs struct {
 func Build(in Inputs) Report {
 	r := Report{
 		RunID: in.RunID, Status: in.Status, Input: in.Input, Model: in.Model, Labels: in.Labels,
-		SeriesPrefix: in.SeriesPrefix,
+		SeriesPrefix: in.SeriesPrefix, Scheduled: in.Scheduled,
 		Counts: Counts{Requests: in.Lines, Valid: in.Valid, Answered: in.Answered, Errors: in.Errors,
 			ErrorsByCode: in.ErrorsByCode, Chunks: in.Chunks, FailedChunks: in.FailedChunks, Attempts: len(in.Attempts)},
 		Files: Files{Output: in.Output, Errors: in.ErrorsURI, Manifest: in.Manifest, OutputBytes: in.OutputBytes, ErrorsBytes: in.ErrorsBytes},
