@@ -196,6 +196,15 @@ func TestScheduleBackfillScoresEachNightFromItsOwnDate(t *testing.T) {
 		t.Errorf("status of the triggered run: exit %d, want it to say %q:\n%s", code, wantMsg, out)
 	}
 
+	// A run submitted with the same templates resolves them from its own start.
+	today := time.Now().UTC().Format(time.DateOnly)
+	putObject(t, base+"/candidates/"+today+"/requests.jsonl", []byte(`{"custom_id":"today-1","prompt":"Rate candidate 1"}`+"\n"))
+	out, code = runVbatch(t, 2*time.Minute, nil, "submit", "--input", base+"/candidates/{{.Date}}/requests.jsonl",
+		"--output", base+"/scores/{{.Date}}/", "--model", model, "--id", "e2e-submit-today", "--wait", "--json")
+	if want := base + "/scores/" + today + "/e2e-submit-today/output.jsonl"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("submit with a templated input: exit %d, want its output at %s:\n%s", code, want, out)
+	}
+
 	out, code = runVbatch(t, time.Minute, nil, "schedule", "list")
 	t.Logf("vbatch schedule list:\n%s", out)
 	if code != 0 || !strings.Contains(out, name) || !strings.Contains(out, "paused") {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/uritemplate"
 	"github.com/vbatch/vbatch/workflows"
 )
 
@@ -50,6 +51,7 @@ returns the existing run instead of starting a second one.`,
 	f := cmd.Flags()
 	f.StringVar(&o.in.Input, "input", "", "JSONL file of requests: s3://bucket/key or file:///path (required)")
 	f.StringVar(&o.in.Output, "output", "", "prefix for the run's folder (default: the input's folder)")
+	f.StringVar(&o.in.Timezone, "timezone", "", "IANA zone of template fields such as {{.Date}} in --input and --output (default UTC)")
 	f.StringVar(&o.in.Model, "model", workflows.DefaultModel, "model; picks the GPU workers that serve it")
 	f.IntVar(&o.in.ChunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.IntVar(&o.maxTokens, "max-tokens", 0, fmt.Sprintf("max_tokens for lines that leave it out (default %d)", workflows.DefaultMaxTokens))
@@ -68,11 +70,20 @@ func (a *app) submit(ctx context.Context, out io.Writer, o submitOptions) error 
 	if err != nil {
 		return err
 	}
-	if _, err := store.Stat(ctx, o.in.Input); err != nil {
+	// A templated input resolves in the run from its start: about now.
+	fields, err := uritemplate.NewFields(time.Now(), o.in.Timezone, "")
+	if err != nil {
+		return err
+	}
+	input, err := uritemplate.Resolve(o.in.Input, fields)
+	if err != nil {
+		return fmt.Errorf("--input: %w", err)
+	}
+	if _, err := store.Stat(ctx, input); err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
-			return fmt.Errorf("input %s does not exist", o.in.Input)
+			return fmt.Errorf("input %s does not exist", input)
 		}
-		return fmt.Errorf("cannot read input %s: %w", o.in.Input, err)
+		return fmt.Errorf("cannot read input %s: %w", input, err)
 	}
 	c, err := a.dial(ctx)
 	if err != nil {
