@@ -186,8 +186,8 @@ var (
 // the run stands for — its schedule's time, else its own start — so that a run
 // caught up days late still reads its own night's file. A scheduled run gets the
 // label schedule=<schedule id> and its scheduled time, which make its report
-// compare it with the schedule's night before it. Nothing here is a command: runs recorded before
-// templates existed replay unchanged.
+// compare it with the schedule's night before it. Nothing here is a command:
+// runs recorded before templates existed replay unchanged.
 func (b *batch) resolveTemplates(ctx workflow.Context) error {
 	attrs := workflow.GetTypedSearchAttributes(ctx)
 	schedule, _ := attrs.GetKeyword(scheduledByID)
