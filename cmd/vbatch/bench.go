@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,10 +47,10 @@ const (
 )
 
 type benchOptions struct {
-	requests, gpus, batchSize, chunkSize, maxInFlight, chunksPerEngine int
-	tokensPerSecond                                                    float64
-	profile, jsonPath, markdownPath                                    string
-	keep                                                               bool
+	requests, gpus, batchSize, chunkSize, maxInFlight, chunksPerEngine, continueAsNewEvery int
+	tokensPerSecond                                                                        float64
+	profile, jsonPath, markdownPath                                                        string
+	keep                                                                                   bool
 }
 
 // benchResult is what `vbatch bench --json` writes.
@@ -114,6 +116,7 @@ Writes the figures as JSON (--json) and appends a Markdown row (--markdown).`,
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.IntVar(&o.maxInFlight, "max-in-flight", 0, fmt.Sprintf("chunks scheduled at once (default %d)", workflows.DefaultMaxInFlightChunks))
 	f.IntVar(&o.chunksPerEngine, "chunks-per-engine", 2, "chunks each engine works on at once")
+	f.IntVar(&o.continueAsNewEvery, "continue-as-new-every", 0, fmt.Sprintf("chunks per workflow execution (default %d)", workflows.DefaultContinueAsNewEvery))
 	f.StringVar(&o.profile, "profile", profileSeed, "workload: seed (≈790 prompt / ≈310 completion tokens, JSON schema), seed-no-schema, or tiny (max_tokens 8)")
 	f.StringVar(&o.jsonPath, "json", "", "write the figures as JSON to this file")
 	f.StringVar(&o.markdownPath, "markdown", "", "append the figures as one Markdown table row to this file")
@@ -189,7 +192,8 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	watcher := bench.Watch(control.cmd.Process.Pid, gpuWorker.cmd.Process.Pid, 250*time.Millisecond)
 
 	fmt.Fprintf(out, "running %s on %d SIMULATED GPUs at %.0f tokens/s each ...\n", runID, o.gpus, o.tokensPerSecond)
-	in := workflows.BatchInput{Input: input, Output: output, Model: benchModel, ChunkSize: o.chunkSize, MaxInFlightChunks: o.maxInFlight}
+	in := workflows.BatchInput{Input: input, Output: output, Model: benchModel, ChunkSize: o.chunkSize, MaxInFlightChunks: o.maxInFlight,
+		ContinueAsNewEvery: o.continueAsNewEvery}
 	submitted := time.Now()
 	wf, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: runID, TaskQueue: workflows.ControlTaskQueue}, workflows.WorkflowType, in)
 	if err != nil {
@@ -241,6 +245,14 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	if res.Answered != o.requests {
 		return fmt.Errorf("run %s answered %d of %d requests (%d errors): not a benchmark", runID, res.Answered, o.requests, res.Errors)
 	}
+	id := synth.CustomID
+	if o.profile == profileTiny {
+		id = synth.TinyID
+	}
+	if err := checkOutputIDs(ctx, store, res.Output, o.requests, id); err != nil {
+		return fmt.Errorf("run %s: %w", runID, err)
+	}
+	fmt.Fprintf(out, "output checked: custom_ids 1..%d each exactly once, in input order\n", o.requests)
 	printBench(out, result)
 	if o.jsonPath != "" {
 		if err := writeSummary(o.jsonPath, result); err != nil {
@@ -529,4 +541,38 @@ func appendBenchRow(path string, r benchResult) error {
 		err = cerr
 	}
 	return err
+}
+
+// checkOutputIDs reads output.jsonl once and checks that line i answers request i
+// (id(i)): with the input's ids all distinct, every custom_id is then in the output
+// exactly once. Memory stays at one line, whatever the run's size.
+func checkOutputIDs(ctx context.Context, store blob.Store, uri string, n int, id func(int) string) error {
+	src, err := store.Open(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	sc := bufio.NewScanner(src)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
+	var line struct {
+		CustomID string `json:"custom_id"`
+	}
+	i := 0
+	for sc.Scan() {
+		i++
+		line.CustomID = ""
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return fmt.Errorf("output line %d: %w", i, err)
+		}
+		if i > n || line.CustomID != id(i) {
+			return fmt.Errorf("output line %d is %q, want %q", i, line.CustomID, id(i))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read output: %w", err)
+	}
+	if i != n {
+		return fmt.Errorf("output has %d lines, want %d", i, n)
+	}
+	return nil
 }
