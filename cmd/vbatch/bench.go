@@ -200,6 +200,9 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 		watcher.Stop()
 		return err
 	}
+	// Get follows the run through continue-as-new, and GetRunID with it: the
+	// first execution, where Plan ran, is the one to remember.
+	firstExecution := wf.GetRunID()
 	var res workflows.BatchResult
 	err = wf.Get(ctx, &res)
 	done := time.Now()
@@ -216,7 +219,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	for _, e := range rep.Engines {
 		measured.Engines = append(measured.Engines, bench.Engine{Name: e.Name(), BusySeconds: e.BusySeconds})
 	}
-	if err := readActivities(ctx, c, runID, wf.GetRunID(), &measured); err != nil {
+	if err := readActivities(ctx, c, runID, firstExecution, &measured); err != nil {
 		return err
 	}
 	if err := readChunkAttempts(ctx, store, layout, res.Chunks, &measured); err != nil {
@@ -351,9 +354,10 @@ type activityTimes struct {
 // each chunk's activity start and close.
 func readActivities(ctx context.Context, c client.Client, runID, firstExecution string, m *bench.Inputs) error {
 	var all []*activityTimes
+	executions := 0
 	// A run that continued as new has one history per execution; event ids count
 	// within each.
-	for execution := firstExecution; execution != ""; {
+	for execution := firstExecution; execution != ""; executions++ {
 		byScheduled, next, err := readExecution(ctx, c, runID, execution)
 		if err != nil {
 			return err
@@ -381,7 +385,8 @@ func readActivities(ctx context.Context, c client.Client, runID, firstExecution 
 		}
 	}
 	if m.PlanSeconds <= 0 || m.MergeSeconds <= 0 || len(chunks) == 0 {
-		return fmt.Errorf("history of %s: no Plan, Merge or GenerateChunk activity found", runID)
+		return fmt.Errorf("history of %s (%d executions from %s): Plan %.3f s, Merge %.3f s, %d chunks: a Plan, Merge or GenerateChunk activity is missing",
+			runID, executions, firstExecution, m.PlanSeconds, m.MergeSeconds, len(chunks))
 	}
 	// readChunkAttempts adds each chunk's engine and times.
 	for idx, a := range chunks {
