@@ -156,6 +156,9 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		}
 		res.CacheHits, res.CacheMisses = len(hits), len(todo)
 	}
+	if !in.KeepInputOrder {
+		todo = groupByPrefix(todo)
+	}
 	plan := planFeed(todo, deaths)
 	genCtx, cancelGen := context.WithCancelCause(ctx)
 	defer cancelGen(nil)

@@ -53,7 +53,8 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	}
 	defer src.Close()
 
-	p := planner{ctx: ctx, store: c.Store, layout: in.Run, chunkSize: in.ChunkSize}
+	p := planner{ctx: ctx, store: c.Store, layout: in.Run, expectedCompletion: in.ExpectedCompletionTokens,
+		sizer: chunkSizer{maxRequests: max(in.ChunkSize, 1), fullTokens: in.ChunkTokens, engines: in.Engines, inputBytes: info.Size}}
 	defer p.abort()
 	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
 		return PlanResult{}, fmt.Errorf("create plan errors: %w", err)
@@ -79,7 +80,7 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 			}
 		} else {
 			res.Valid++
-			if err := p.add(req); err != nil {
+			if err := p.add(req, reader.Offset()); err != nil {
 				return PlanResult{}, err
 			}
 		}
@@ -96,22 +97,24 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	manifest := run.Manifest{
 		Input: in.Input, InputETag: info.ETag, InputBytes: info.Size, Model: in.Model,
 		ConfigHash: configHash(in), Lines: res.Lines, Valid: res.Valid, Invalid: res.Invalid,
-		Chunks: p.chunks, PlannedAt: time.Now().UTC(),
+		ChunkTokens: p.sizer.full(), Engines: in.Engines, Chunks: p.chunks, PlannedAt: time.Now().UTC(),
 	}
 	if err := blob.WriteJSON(ctx, c.Store, in.Run.Manifest(), manifest); err != nil {
 		return PlanResult{}, fmt.Errorf("write manifest: %w", err)
 	}
 	activity.GetLogger(ctx).Info("planned", "input", in.Input, "lines", res.Lines, "valid", res.Valid,
-		"invalid", res.Invalid, "chunks", len(p.chunks))
+		"invalid", res.Invalid, "chunks", len(p.chunks), "engines", in.Engines)
 	return res, nil
 }
 
 // planner writes chunk objects one after another.
 type planner struct {
-	ctx       context.Context
-	store     blob.Store
-	layout    run.Layout
-	chunkSize int
+	ctx                context.Context
+	store              blob.Store
+	layout             run.Layout
+	sizer              chunkSizer
+	expectedCompletion int
+	start              int64 // input offset where the current chunk began
 
 	chunks  []run.ChunkPlan
 	cur     *run.ChunkPlan
@@ -122,7 +125,8 @@ type planner struct {
 	errsBuf *bufio.Writer
 }
 
-func (p *planner) add(req batchfile.Request) error {
+// add appends req to the current chunk; offset is where req's line ends in the input.
+func (p *planner) add(req batchfile.Request, offset int64) error {
 	if p.cur == nil {
 		idx := len(p.chunks)
 		w, err := p.store.Create(p.ctx, p.layout.Chunk(idx))
@@ -136,10 +140,13 @@ func (p *planner) add(req batchfile.Request) error {
 	if err := p.enc.Encode(req); err != nil {
 		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
 	}
+	tokens := estimateTokens(req, p.expectedCompletion)
+	p.sizer.add(tokens)
 	p.cur.Requests++
 	p.cur.LastLine = req.Line
-	p.cur.EstimatedTokens += estimateTokens(req)
-	if p.cur.Requests >= p.chunkSize {
+	p.cur.EstimatedTokens += tokens
+	if p.cur.Requests >= p.sizer.maxRequests || p.cur.EstimatedTokens >= p.sizer.target(p.start, offset) {
+		p.start = offset
 		return p.closeChunk()
 	}
 	return nil
@@ -195,16 +202,6 @@ func (p *planner) abort() {
 	if p.errs != nil {
 		_ = p.errs.Abort()
 	}
-}
-
-// estimateTokens guesses a request's cost before it runs: its prompt at four bytes a
-// token plus the completion it may ask for.
-func estimateTokens(req batchfile.Request) int64 {
-	n := int64(len(req.Messages)+len(req.Prompt)) / 4
-	if req.Sampling.MaxTokens != nil {
-		n += int64(*req.Sampling.MaxTokens)
-	}
-	return n
 }
 
 // configHash names what the answers depend on besides the request lines.

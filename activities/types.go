@@ -37,6 +37,16 @@ type PlanInput struct {
 	Sampling     batchfile.Sampling `json:"sampling"`
 	ChunkSize    int                `json:"chunk_size"`
 	MaxLineBytes int                `json:"max_line_bytes"`
+	// ChunkTokens is a full chunk's estimated tokens; 0: ChunkSize requests of the
+	// input's mean size. ChunkSize still caps a chunk's lines.
+	ChunkTokens int64 `json:"chunk_tokens,omitempty"`
+	// Engines is how many engines are expected to serve the run: the last part of
+	// the input is cut finer so that they finish together (chunksize.go). 0: no
+	// tail shrinking.
+	Engines int `json:"engines,omitempty"`
+	// ExpectedCompletionTokens, when set, is what a completion is estimated to
+	// take instead of its max_tokens (when smaller).
+	ExpectedCompletionTokens int `json:"expected_completion_tokens,omitempty"`
 }
 
 // PlanResult is the plan, as counts and the chunk list; the manifest in S3 holds the same.
@@ -81,6 +91,9 @@ type GenerateInput struct {
 	RetryEngineErrors bool `json:"retry_engine_errors,omitempty"`
 	// Cache is the answer cache's prefix (internal/answercache); empty: no cache.
 	Cache string `json:"cache,omitempty"`
+	// KeepInputOrder feeds the chunk in input order instead of grouped by prompt
+	// prefix (prefix.go).
+	KeepInputOrder bool `json:"keep_input_order,omitempty"`
 }
 
 // GenerateResult is what one chunk's successful attempt did.

@@ -386,6 +386,10 @@ func (b *batch) planRun(ctx workflow.Context) error {
 		Sampling:     b.in.Sampling,
 		ChunkSize:    b.in.ChunkSize,
 		MaxLineBytes: b.in.MaxLineBytes,
+		ChunkTokens:  b.in.ChunkTokens,
+		Engines:      b.in.Engines,
+
+		ExpectedCompletionTokens: b.in.ExpectedCompletionTokens,
 	}).Get(ctx, &plan)
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", b.in.Input, err)
@@ -505,6 +509,7 @@ func (b *batch) generate(ctx workflow.Context) (cancelled bool, left []chunkWork
 				AttemptBase:       w.attemptBase,
 				RetryEngineErrors: b.in.RetryEngineErrors && b.in.RetryOf != "",
 				Cache:             b.cachePrefix(),
+				KeepInputOrder:    b.in.KeepInputOrder,
 			})
 			sel.AddFuture(f, func(f workflow.Future) {
 				running--

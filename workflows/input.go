@@ -59,8 +59,25 @@ type BatchInput struct {
 	Engine engine.Settings `json:"engine,omitempty"`
 	// Sampling fills what a request line leaves out (temperature 0.7, top_p 0.9, max_tokens 2000).
 	Sampling batchfile.Sampling `json:"sampling,omitempty"`
-	// ChunkSize is the number of requests per chunk (default 256).
+	// ChunkSize caps the requests of a chunk (default 256).
 	ChunkSize int `json:"chunk_size,omitempty"`
+	// ChunkTokens is a full chunk's estimated tokens (prompt bytes / 4 plus
+	// max_tokens, or ExpectedCompletionTokens): chunks are balanced by engine work,
+	// not lines. Default: ChunkSize requests of the input's mean size.
+	ChunkTokens int64 `json:"chunk_tokens,omitempty"`
+	// Engines is how many engines (GPUs) are expected to serve the run. Plan cuts
+	// the last part of the input into smaller and smaller chunks for them, so that
+	// they all finish within moments of each other. Default: MaxInFlightChunks / 2,
+	// the most engines the chunk window keeps busy at two chunks each; guessing too
+	// many costs some more, smaller chunks at the end, too few a tail.
+	Engines int `json:"engines,omitempty"`
+	// ExpectedCompletionTokens is what a completion usually takes, where it is well
+	// below max_tokens; it makes the token estimate of chunks closer to the truth.
+	ExpectedCompletionTokens int `json:"expected_completion_tokens,omitempty"`
+	// KeepInputOrder feeds each chunk to its engine in input order, instead of
+	// grouped by prompt prefix (the same system prompt and leading messages) for
+	// the engine's prefix cache: for measuring what the grouping gains.
+	KeepInputOrder bool `json:"keep_input_order,omitempty"`
 	// MaxInFlightChunks bounds the chunks scheduled at once (default 32).
 	MaxInFlightChunks int `json:"max_in_flight_chunks,omitempty"`
 	// MaxAttempts bounds the attempts of one chunk (default 5).
@@ -110,6 +127,9 @@ func (in BatchInput) withDefaults() BatchInput {
 	}
 	if in.MaxInFlightChunks <= 0 {
 		in.MaxInFlightChunks = DefaultMaxInFlightChunks
+	}
+	if in.Engines <= 0 {
+		in.Engines = max(in.MaxInFlightChunks/2, 1)
 	}
 	if in.MaxAttempts <= 0 {
 		in.MaxAttempts = DefaultMaxAttempts

@@ -61,6 +61,7 @@ type Reader struct {
 	keep  int             // bytes of a line kept: the limit plus a CRLF
 	buf   []byte          // the current line, at most keep bytes
 	line  int             // lines read so far, blank ones included
+	read  int64           // bytes of the input consumed by the lines read so far
 	seen  map[idKey]int32 // custom_id → the line that claimed it
 	eof   bool            // the input ended; the next Next returns io.EOF
 	err   error           // sticky: io.EOF or a read failure
@@ -82,6 +83,10 @@ func NewReader(r io.Reader, opts Options) *Reader {
 
 // Lines is the number of lines read so far, blank ones included.
 func (r *Reader) Lines() int { return r.line }
+
+// Offset is how many bytes of the input the lines read so far took, line endings
+// and a byte order mark included: with the input's size, how much is left.
+func (r *Reader) Offset() int64 { return r.read }
 
 // Next returns the next non-blank line: a valid Request (req, nil, nil) or a bad
 // line (Request{}, *LineError, nil). It returns io.EOF at the end of the input and
@@ -124,6 +129,7 @@ func (r *Reader) skipBOM() error {
 	b, err := r.br.Peek(3)
 	if bytes.Equal(b, []byte("\xef\xbb\xbf")) {
 		_, err = r.br.Discard(3)
+		r.read += 3
 		return err
 	}
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
@@ -146,6 +152,7 @@ func (r *Reader) readLine() (size int64, blank bool, err error) {
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		n += int64(len(chunk))
+		r.read += int64(len(chunk))
 		if blank && !onlySpace(chunk) {
 			blank = false
 		}

@@ -474,3 +474,17 @@ func TestRequestRoundTrip(t *testing.T) {
 	assert.JSONEq(t, string(got[0].req.Messages), string(back.Messages))
 	assert.True(t, bytes.Contains(got[0].req.Messages, []byte("<b>&</b>")), "messages keep the bytes as given")
 }
+
+func TestOffsetCountsTheBytesOfTheLinesRead(t *testing.T) {
+	line := `{"custom_id":"a","method":"POST","url":"/v1/completions","body":{"prompt":"p"}}`
+	input := "\xef\xbb\xbf" + line + "\r\n\n" + strings.Replace(line, `"a"`, `"b"`, 1)
+	r := NewReader(strings.NewReader(input), Options{})
+	_, _, err := r.Next()
+	if err != nil || r.Offset() != int64(3+len(line)+2) {
+		t.Fatalf("after the first line: offset %d, err %v; want %d", r.Offset(), err, 3+len(line)+2)
+	}
+	_, _, err = r.Next()
+	if err != nil || r.Offset() != int64(len(input)) {
+		t.Fatalf("after the last line: offset %d, err %v; want the whole input, %d", r.Offset(), err, len(input))
+	}
+}

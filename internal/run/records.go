@@ -10,16 +10,20 @@ import (
 
 // Manifest is the plan of a run, written by Plan and read by everything after it.
 type Manifest struct {
-	Input      string      `json:"input"`
-	InputETag  string      `json:"input_etag"`
-	InputBytes int64       `json:"input_bytes"`
-	Model      string      `json:"model"`
-	ConfigHash string      `json:"config_hash"` // what the answers depend on: model, engine settings, sampling defaults
-	Lines      int         `json:"lines"`       // non-blank lines read
-	Valid      int         `json:"valid"`
-	Invalid    int         `json:"invalid"`
-	Chunks     []ChunkPlan `json:"chunks"`
-	PlannedAt  time.Time   `json:"planned_at"`
+	Input      string `json:"input"`
+	InputETag  string `json:"input_etag"`
+	InputBytes int64  `json:"input_bytes"`
+	Model      string `json:"model"`
+	ConfigHash string `json:"config_hash"` // what the answers depend on: model, engine settings, sampling defaults
+	Lines      int    `json:"lines"`       // non-blank lines read
+	Valid      int    `json:"valid"`
+	Invalid    int    `json:"invalid"`
+	// ChunkTokens is a full chunk's estimated tokens and Engines the engines the
+	// tail was cut for (0: not cut); see activities/chunksize.go.
+	ChunkTokens int64       `json:"chunk_tokens,omitempty"`
+	Engines     int         `json:"engines,omitempty"`
+	Chunks      []ChunkPlan `json:"chunks"`
+	PlannedAt   time.Time   `json:"planned_at"`
 }
 
 // ChunkPlan is one chunk of a plan: a contiguous run of valid input lines.
@@ -28,7 +32,8 @@ type ChunkPlan struct {
 	Requests  int `json:"requests"`
 	FirstLine int `json:"first_line"`
 	LastLine  int `json:"last_line"`
-	// EstimatedTokens is the prompt estimate plus max_tokens of every request.
+	// EstimatedTokens is the estimated engine work of its requests: prompt bytes / 4
+	// plus max_tokens (or the run's expected completion tokens, when smaller).
 	EstimatedTokens int64 `json:"estimated_tokens"`
 }
 
