@@ -50,6 +50,7 @@ func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
 	fs.StringVar(&g.Settings.LoadFormat, "load-format", "auto", "weights: auto, or dummy for random weights")
 	fs.Float64Var(&g.Sim.TokensPerSecond, "sim-tokens-per-second", 2500, "sim: tokens/s of each simulated GPU at a full batch")
 	fs.IntVar(&g.Sim.BatchSize, "sim-batch-size", 64, "sim: requests each simulated GPU batches at once")
+	fs.IntVar(&g.Sim.KVCacheTokens, "sim-kv-cache-tokens", 0, "sim: tokens of each simulated GPU's KV cache, which bounds its prefix cache (default batch size × max model len)")
 	fs.StringVar(&g.OpenAI.BaseURL, "openai-url", "", "openai: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
 	fs.StringVar(&g.OpenAI.APIKey, "openai-api-key", os.Getenv("OPENAI_API_KEY"), "openai: bearer token (default $OPENAI_API_KEY)")
 	fs.IntVar(&g.OpenAI.Concurrency, "openai-concurrency", 64, "openai: requests in flight per slot")

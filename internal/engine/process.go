@@ -55,6 +55,9 @@ type SimConfig struct {
 	BatchSize       int     `json:"batch_size,omitempty"`
 	PrefillFactor   float64 `json:"prefill_factor,omitempty"`
 	LoadSeconds     float64 `json:"load_seconds,omitempty"`
+	// KVCacheTokens bounds the simulated prefix cache (default BatchSize ×
+	// max_model_len); a smaller cache evicts shared prefixes sooner.
+	KVCacheTokens int `json:"kv_cache_tokens,omitempty"`
 	// CrashOn makes the runner exit with status 3 when a request whose prompt
 	// contains it reaches the batch: a fault to test recovery with.
 	CrashOn string `json:"crash_on,omitempty"`

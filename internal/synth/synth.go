@@ -27,6 +27,11 @@ type Options struct {
 	// NoSchema leaves response_format out, for engines that cannot enforce a JSON
 	// schema (the transformers backend); the system prompt still asks for the JSON.
 	NoSchema bool
+	// SystemPrompts is how many distinct system prompts the lines use, interleaved
+	// at random (1 when 0): screening profiles for different teams, each the
+	// rubric behind a header of its own, so no two share a prefix. A workload for
+	// measuring the prefix cache.
+	SystemPrompts int
 }
 
 // Sampling of every line, the seed's settings.
@@ -69,9 +74,16 @@ func WriteCandidates(w io.Writer, opts Options) error {
 	if opts.MaxTokens < 0 {
 		return fmt.Errorf("write candidates: max tokens is %d, want ≥ 1", opts.MaxTokens)
 	}
-	tmpl, err := newTemplate(opts)
-	if err != nil {
-		return fmt.Errorf("write candidates: %w", err)
+	if opts.SystemPrompts < 0 {
+		return fmt.Errorf("write candidates: %d system prompts, want ≥ 1", opts.SystemPrompts)
+	}
+	tmpls := make([]*template, max(opts.SystemPrompts, 1))
+	for k := range tmpls {
+		t, err := newTemplate(opts, SystemPrompt(k, len(tmpls)))
+		if err != nil {
+			return fmt.Errorf("write candidates: %w", err)
+		}
+		tmpls[k] = t
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var resume, line bytes.Buffer
@@ -79,8 +91,14 @@ func WriteCandidates(w io.Writer, opts Options) error {
 		// One generator per candidate, keyed by (seed, index): candidate i is the
 		// same whatever N is, and any line can be regenerated alone.
 		rng := rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i)))
+		tmpl := tmpls[0]
+		if len(tmpls) > 1 {
+			// Drawn from a generator of its own, so that the résumés are the
+			// same whatever the number of system prompts.
+			tmpl = tmpls[rand.New(rand.NewPCG(uint64(opts.Seed)^0x5157e3, uint64(i))).IntN(len(tmpls))]
+		}
 		resume.Reset()
-		writeResume(&resume, rng, resumeBudget(rng))
+		writeResume(&resume, rng, resumeBudget(rng, len(tmpl.system)))
 		line.Reset()
 		if err := tmpl.write(&line, CustomID(i), resume.String()); err != nil {
 			return fmt.Errorf("write candidate %d: %w", i, err)
@@ -106,12 +124,13 @@ const (
 // encoded per line: the response format and the rubric are not re-encoded
 // 200,000 times, and the bytes are exactly what encoding the whole line gives.
 type template struct {
+	system          string // the line's system prompt
 	head, mid, tail []byte
 	enc             *json.Encoder
 	str             bytes.Buffer // the encoder's output: one JSON string
 }
 
-func newTemplate(opts Options) (*template, error) {
+func newTemplate(opts Options, system string) (*template, error) {
 	line := batchLine{
 		CustomID: idSlot,
 		Method:   "POST",
@@ -119,7 +138,7 @@ func newTemplate(opts Options) (*template, error) {
 		Body: batchBody{
 			Model: opts.Model,
 			Messages: [2]message{
-				{Role: "system", Content: systemPrompt},
+				{Role: "system", Content: system},
 				{Role: "user", Content: resumeSlot},
 			},
 			MaxTokens:   opts.MaxTokens,
@@ -130,7 +149,7 @@ func newTemplate(opts Options) (*template, error) {
 	if !opts.NoSchema {
 		line.Body.ResponseFormat = responseFormat()
 	}
-	t := &template{}
+	t := &template{system: system}
 	t.enc = json.NewEncoder(&t.str)
 	t.enc.SetEscapeHTML(false)
 	whole, err := t.quote(nil, line)
@@ -186,10 +205,26 @@ const (
 )
 
 // resumeBudget draws how many bytes of résumé this candidate gets: the line's
-// content target less the shared system prompt.
-func resumeBudget(rng *rand.Rand) int {
+// content target less its system prompt.
+func resumeBudget(rng *rand.Rand, systemBytes int) int {
 	target := float64(meanContentBytes) * (1 - contentSpread + 2*contentSpread*rng.Float64())
-	return int(target) - len(systemPrompt)
+	return int(target) - systemBytes
+}
+
+// teams name the screening profiles of a workload with several system prompts.
+var teams = []string{"payments", "search", "storage", "mobile", "data platform", "security",
+	"developer tools", "machine learning infrastructure"}
+
+// SystemPrompt is the k-th of n system prompts: the rubric alone when n is 1, else
+// the rubric behind a header that names profile k, which makes the prompts differ
+// within their first 32 bytes (a prefix cache's first block).
+func SystemPrompt(k, n int) string {
+	if n <= 1 {
+		return systemPrompt
+	}
+	team := teams[k%len(teams)]
+	return fmt.Sprintf("Team %s, screening profile %d of %d. Weigh experience relevant to %s work more than "+
+		"general experience, and mention it in the reasoning.\n\n", team, k+1, n, team) + systemPrompt
 }
 
 // responseFormat is the response_format of every line: the evaluation schema,

@@ -245,3 +245,42 @@ func TestNoSchemaLeavesResponseFormatOut(t *testing.T) {
 	assert.NotContains(t, without.String(), `"response_format"`)
 	assert.Contains(t, without.String(), `"cand-00003"`)
 }
+
+// Several system prompts are interleaved, each line's content keeps the seed's
+// size, and no two prompts share their first block (a prefix cache cannot mix them).
+func TestSeveralSystemPromptsAreInterleaved(t *testing.T) {
+	const n, prompts = 800, 4
+	rd := batchfile.NewReader(bytes.NewReader(write(t, Options{N: n, Seed: 3, SystemPrompts: prompts})), batchfile.Options{})
+	uses := map[string]int{}
+	var order []string
+	var total int
+	for {
+		req, bad, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		require.Nil(t, bad)
+		var msgs []struct{ Role, Content string }
+		require.NoError(t, json.Unmarshal(req.Messages, &msgs))
+		uses[msgs[0].Content]++
+		order = append(order, msgs[0].Content)
+		total += len(msgs[0].Content) + len(msgs[1].Content)
+	}
+	require.Len(t, uses, prompts)
+	for k := range prompts {
+		p := SystemPrompt(k, prompts)
+		assert.InDelta(t, n/prompts, uses[p], n/prompts/3, "prompt %d used about a quarter of the time", k)
+		for j := range k {
+			assert.NotEqual(t, p[:32], SystemPrompt(j, prompts)[:32], "prompts %d and %d differ within their first 32 bytes", j, k)
+		}
+	}
+	switches := 0
+	for i := 1; i < len(order); i++ {
+		if order[i] != order[i-1] {
+			switches++
+		}
+	}
+	assert.Greater(t, switches, n/2, "prompts are interleaved, not in runs")
+	assert.InDelta(t, meanContentBytes, total/n, meanContentBytes*0.1, "content keeps the seed's size")
+}

@@ -51,7 +51,7 @@ import random
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from protocol import (  # noqa: F401  (re-exported: tests and direct.py use runner.X)
     CODE_ENGINE_ERROR,
@@ -283,11 +283,53 @@ def sim_generate(request, max_model_len):
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
 
 
-class _SimJob:
-    __slots__ = ("rid", "answer", "work_left", "crash", "aborted")
+class SimPrefixCache:
+    """A model of vLLM's automatic prefix cache: the KV cache is cut into blocks of
+    block_tokens tokens, a full prompt block is named by its bytes and all the bytes
+    before it (a hash chain), and the blocks stay cached, least recently used first
+    out, within capacity_blocks. A request reuses its leading run of cached blocks,
+    less at least one prompt token that the engine always computes. Every request's
+    other blocks, its completion's included, take room too, as they do on a GPU, so a
+    prefix that is not reused for a while is evicted."""
 
-    def __init__(self, rid, answer, work, crash):
+    def __init__(self, block_tokens, capacity_blocks):
+        self.block_bytes = block_tokens * SIM_BYTES_PER_TOKEN
+        self.block_tokens = block_tokens
+        self.capacity = capacity_blocks
+        self._blocks = OrderedDict()
+        self._unique = 0  # names of blocks no other request can share
+
+    def admit(self, request, prompt_tokens, completion_tokens):
+        """Returns the prompt tokens served from the cache, and caches the request's
+        blocks."""
+        data = "\x00".join(message_texts(request)).encode("utf-8")
+        keys, key = [], 0
+        for start in range(0, len(data) - self.block_bytes + 1, self.block_bytes):
+            key = hash((key, data[start:start + self.block_bytes]))
+            keys.append(key)
+        hits = 0
+        for key in keys:
+            if key not in self._blocks:
+                break
+            hits += 1
+        for key in keys:
+            self._blocks[key] = None
+            self._blocks.move_to_end(key)
+        partial = prompt_tokens - len(keys) * self.block_tokens
+        for _ in range(math.ceil(max(partial + completion_tokens, 0) / self.block_tokens)):
+            self._unique += 1
+            self._blocks[("own", self._unique)] = None
+        while len(self._blocks) > self.capacity:
+            self._blocks.popitem(last=False)
+        return max(min(hits * self.block_tokens, prompt_tokens - 1), 0)
+
+
+class _SimJob:
+    __slots__ = ("rid", "request", "answer", "work_left", "crash", "aborted")
+
+    def __init__(self, rid, request, answer, work, crash):
         self.rid = rid
+        self.request = request
         self.answer = answer
         self.work_left = work
         self.crash = crash
@@ -303,6 +345,11 @@ class SimBackend(Backend):
     is prompt_tokens / prefill_factor + completion_tokens. prefill_factor defaults to 1,
     so tokens_per_second counts prompt + completion tokens, the way the seed report
     and vbatch's reports count throughput; a larger factor makes prompts cheaper.
+
+    With enable_prefix_caching (the default, as in vLLM), a request's prompt tokens
+    found in the simulated prefix cache (SimPrefixCache, of kv_cache_tokens, default
+    batch_size * max_model_len) are reported as cached_tokens and cost no prefill
+    work: the cache is looked up when a request enters the batch.
 
     The scheduler is event driven: it sleeps until the next request would finish or
     a submit or abort wakes it, so many fast simulated engines cost little CPU."""
@@ -322,6 +369,11 @@ class SimBackend(Backend):
         self.max_model_len = int(config.get("max_model_len") or 4096)
         if self.tokens_per_second <= 0 or self.batch_size < 1 or self.prefill_factor <= 0:
             raise ValueError("sim tokens_per_second, batch_size and prefill_factor must be positive")
+        self.kv_cache_tokens = int(sim.get("kv_cache_tokens") or self.batch_size * self.max_model_len)
+        self.prefix_cache = None
+        if config.get("enable_prefix_caching", True) is not False:
+            block = int(sim.get("block_tokens") or 16)
+            self.prefix_cache = SimPrefixCache(block, max(self.kv_cache_tokens // block, 1))
         self._cond = threading.Condition()
         self._waiting = deque()
         self._active = {}
@@ -339,9 +391,9 @@ class SimBackend(Backend):
         return {
             "model": self.config.get("model") or "sim",
             "max_model_len": self.max_model_len,
-            # The simulated KV cache holds batch_size full-length requests; there are
-            # no weights and no GPU memory behind these numbers.
-            "kv_cache_tokens": self.batch_size * self.max_model_len,
+            # The simulated KV cache holds batch_size full-length requests unless
+            # set; there are no weights and no GPU memory behind these numbers.
+            "kv_cache_tokens": self.kv_cache_tokens,
             "kv_cache_gib": 0.0,
             "weights_gib": 0.0,
             "max_concurrency": float(self.batch_size),
@@ -355,7 +407,7 @@ class SimBackend(Backend):
         with self._cond:
             if rid in self._jobs:
                 raise RequestError(CODE_ENGINE_ERROR, f"duplicate request id {rid}")
-            job = _SimJob(rid, answer, work, crash)
+            job = _SimJob(rid, request, answer, work, crash)
             self._jobs[rid] = job
             self._waiting.append(job)
             self._cond.notify()
@@ -403,6 +455,12 @@ class SimBackend(Backend):
                     if job.crash:
                         crash = job
                         break
+                    if self.prefix_cache is not None:
+                        a = job.answer
+                        cached = self.prefix_cache.admit(job.request, a["prompt_tokens"], a["completion_tokens"])
+                        a["cached_tokens"] = cached
+                        job.work_left -= cached / self.prefill_factor
+                    job.request = None  # the answer is all that is left to send
                     self._active[job.rid] = job
                 if not finished and crash is None:
                     if self._stopping and not (self._drain and (self._active or self._waiting)):
@@ -416,7 +474,8 @@ class SimBackend(Backend):
             for job in finished:
                 a = job.answer
                 self.emitter.result(job.rid, a["text"], a["finish_reason"],
-                                    a["prompt_tokens"], a["completion_tokens"], 0)
+                                    a["prompt_tokens"], a["completion_tokens"],
+                                    a.get("cached_tokens", 0))
             if crash is not None:
                 self.log.error("crash_on %r matched request %s: exiting with status %d "
                                "(a simulated engine crash)", self.crash_on, crash.rid,

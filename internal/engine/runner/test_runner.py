@@ -199,6 +199,85 @@ class SimSchedulerTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, runner.CODE_ENGINE_ERROR)
 
 
+def with_system(system, user, **sampling):
+    return {"kind": "chat", "sampling": sampling,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": user}]}
+
+
+class SimPrefixCacheTest(unittest.TestCase):
+    SYSTEM = "s" * 1000  # with the separator, 1,001 shared bytes: 15 blocks of 64
+
+    def test_a_shared_prefix_is_served_from_the_cache_in_whole_blocks(self):
+        cache = runner.SimPrefixCache(16, 10_000)
+        first = with_system(self.SYSTEM, "alice " * 100)
+        second = with_system(self.SYSTEM, "bob " * 100)
+        self.assertEqual(cache.admit(first, runner.sim_prompt_tokens(first), 300), 0)
+        self.assertEqual(cache.admit(second, runner.sim_prompt_tokens(second), 300), 15 * 16)
+        # The same prompt again: all of it but the last token the engine computes.
+        tokens = runner.sim_prompt_tokens(first)
+        self.assertEqual(cache.admit(first, tokens, 300), tokens - 1)
+
+    def test_a_different_first_block_shares_nothing(self):
+        cache = runner.SimPrefixCache(16, 10_000)
+        cache.admit(with_system(self.SYSTEM, "alice"), 300, 300)
+        other = with_system("t" + self.SYSTEM[1:], "alice")
+        self.assertEqual(cache.admit(other, runner.sim_prompt_tokens(other), 300), 0)
+
+    def hit_rate(self, order, capacity_blocks):
+        cache = runner.SimPrefixCache(16, capacity_blocks)
+        cached = prompt = 0
+        for request in order:
+            tokens = runner.sim_prompt_tokens(request)
+            cached += cache.admit(request, tokens, 300)
+            prompt += tokens
+        return cached / prompt
+
+    def test_a_bounded_cache_evicts_prefixes_that_are_not_reused_soon(self):
+        # 8 system prompts of ~400 tokens, 10 requests each. Interleaved, a prompt
+        # comes back after 7 others and their own blocks have gone through a cache
+        # of 400 blocks (~6 requests); grouped, it is reused at once.
+        systems = [f"profile {k} " + "r" * 1600 for k in range(8)]
+        requests = [with_system(systems[i % 8], f"resume {i} " + "x" * 1600) for i in range(80)]
+        interleaved = self.hit_rate(requests, 400)
+        grouped = self.hit_rate(sorted(requests, key=lambda r: r["messages"][0]["content"]), 400)
+        self.assertLess(interleaved, 0.05)
+        self.assertGreater(grouped, 0.4)  # 9 of 10 requests reuse ~half their prompt
+        # A cache that holds everything serves both orders alike.
+        self.assertAlmostEqual(self.hit_rate(requests, 100_000), grouped, delta=0.05)
+
+    def test_the_backend_reports_cached_tokens_and_skips_their_prefill(self):
+        results = {}
+
+        class Emitter:
+            def result(self, rid, text, finish_reason, prompt_tokens, completion_tokens, cached_tokens=0):
+                results[rid] = (prompt_tokens, cached_tokens, time.monotonic())
+
+        def run(prefix_caching):
+            results.clear()
+            config = {"backend": "sim", "enable_prefix_caching": prefix_caching,
+                      "sim": {"tokens_per_second": 20_000, "batch_size": 1, "load_seconds": 0}}
+            backend = runner.SimBackend(config, Emitter(), logging.getLogger("test"))
+            backend.load()
+            self.addCleanup(backend.close, False)
+            # Prompts of ~2,000 tokens, 1,000 of them shared; 10 completion tokens.
+            start = time.monotonic()
+            for i in range(2):
+                backend.submit(str(i), with_system("s" * 4000, f"{i}" * 4000, max_tokens=10))
+            deadline = time.monotonic() + 5
+            while len(results) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertEqual(len(results), 2)
+            return results["0"][2] - start, results["1"][2] - results["0"][2], dict(results)
+
+        first, second, got = run(True)
+        self.assertEqual(got["0"][1], 0)
+        self.assertEqual(got["1"][1], 62 * 16)  # 4,001 shared bytes: 62 whole blocks of 64
+        self.assertLess(second, first * 0.7, "the cached half of the prompt costs no prefill")
+        _, _, got = run(False)
+        self.assertEqual(got["1"][1], 0, "enable_prefix_caching false: nothing cached")
+
+
 class ProtocolTest(unittest.TestCase):
     def run_runner(self, commands, sim=None, backend="sim"):
         config = {"backend": backend, "model": "m",
