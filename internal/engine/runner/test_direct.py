@@ -66,11 +66,13 @@ class DirectRunTest(unittest.TestCase):
     def test_sim_run_counts_and_rate(self):
         # 160 equal requests (answers cut at 200 tokens) through 16 slots at 40,000
         # work tokens/s: ten full waves, so the measured rate is the configured one.
+        # The prompts are alike, so the prefix cache is off: it would skip their prefill.
         lines = [batch_line(f"c{i}", "r" * 400, max_tokens=200) for i in range(160)]
         lines += ["not json\n", batch_line("n3", "x", n=3)]
         summary, events, stderr = self.run_direct(
             lines, "--backend", "sim", "--config",
-            json.dumps({"sim": {"tokens_per_second": 40000, "batch_size": 16, "load_seconds": 0.05}}))
+            json.dumps({"enable_prefix_caching": False,
+                        "sim": {"tokens_per_second": 40000, "batch_size": 16, "load_seconds": 0.05}}))
         self.assertEqual((summary["lines"], summary["requests"], summary["invalid_lines"]), (162, 161, 1))
         self.assertEqual(summary["results"], 160)
         self.assertEqual(summary["errors"], {"invalid_request": 1})
