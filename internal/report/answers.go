@@ -172,7 +172,7 @@ func (p *pass) outputs(ctx context.Context, store blob.Store, layout run.Layout,
 	q := &Quality{}
 	p.r.Quality = q
 	p.r.scores = map[string]string{}
-	var prompt, completion int64
+	var prompt, completion, cached int64
 	lines, err := eachLine(ctx, store, layout.Output(), heartbeat, func(b []byte) error {
 		var l answerLine
 		if err := json.Unmarshal(b, &l); err != nil {
@@ -188,6 +188,7 @@ func (p *pass) outputs(ctx context.Context, store blob.Store, layout run.Layout,
 		u := l.Response.Body.Usage
 		prompt += int64(u.PromptTokens)
 		completion += int64(u.CompletionTokens)
+		cached += int64(u.CachedTokens)
 		p.prompt = append(p.prompt, int32(u.PromptTokens))
 		p.completion = append(p.completion, int32(u.CompletionTokens))
 		text, finish := l.text()
@@ -209,7 +210,7 @@ func (p *pass) outputs(ctx context.Context, store blob.Store, layout run.Layout,
 	}
 	p.r.Counts.Answered = lines
 	p.r.Files.OutputLines = lines
-	p.r.Tokens.Prompt, p.r.Tokens.Completion = prompt, completion
+	p.r.Tokens.Prompt, p.r.Tokens.Completion, p.r.Tokens.Cached = prompt, completion, cached
 	if st, err := store.Stat(ctx, layout.Output()); err == nil {
 		p.r.Files.OutputBytes = st.Size
 	}

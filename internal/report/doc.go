@@ -417,6 +417,7 @@ func performanceSection(r Report, f fmtr, chart map[string]*Chart) section {
 		{"Requests per second", f.rps(r.Tokens.RequestsPerSecond)},
 		{"Per engine (mean)", f.tps(r.Tokens.PerEngineTokensPerS)},
 		{"Engine idle while it still had chunks", finePct(r.EngineIdleFraction)},
+		{"Tail (first engine done → last engine done)", tail(tm)},
 	}}
 	s.Blocks = append(s.Blocks, block{Table: t})
 	if len(r.Engines) > 0 {
@@ -472,7 +473,17 @@ func tokenSection(r Report) section {
 		append([]string{"Total", count(r.Tokens.Total), fixed(r.Tokens.AvgPrompt+r.Tokens.AvgCompletion, 1)}, dist(func(s *TokenStats) Distribution { return s.Total })...),
 	)
 	s.Blocks = append(s.Blocks, block{Text: fmt.Sprintf("Over the %s answered requests (output.jsonl usage); percentiles are nearest-rank.", count(r.Counts.Answered))}, block{Table: t})
+	s.Blocks = append(s.Blocks, block{Text: fmt.Sprintf("Prefix cache: %s of the %s prompt tokens were served from the engines' prefix cache (hit rate %s).",
+		count(r.Tokens.Cached), count(r.Tokens.Prompt), finePct(r.Tokens.PrefixCacheHitRate))})
 	return s
+}
+
+// tail is the engines' finish spread, and its share of the inference time.
+func tail(tm Timing) string {
+	if tm.GenerationSeconds <= 0 {
+		return dur(tm.EngineFinishSpreadSeconds)
+	}
+	return fmt.Sprintf("%s (%s of inference)", dur(tm.EngineFinishSpreadSeconds), finePct(tm.EngineFinishSpreadSeconds/tm.GenerationSeconds))
 }
 
 func contextSection(r Report) section {

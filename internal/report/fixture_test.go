@@ -121,9 +121,14 @@ func writeFixture(t *testing.T, output, runID string, t0 time.Time, scores map[s
 			writeLine(&errs, batchfile.Failure(f.layout.LineID(line), a.id, line, 500, a.errCode, a.errMessage))
 			continue
 		}
+		// Every answer but the first found the rubric in the prefix cache: 60 tokens.
+		cached := 60
+		if i == 0 {
+			cached = 0
+		}
 		writeLine(&out, batchfile.Success(f.layout.LineID(line), a.id, f.layout.LineID(line), batchfile.Answer{
 			Kind: batchfile.KindChat, Model: "m", Created: t0.Unix() + int64(a.at), Text: a.text, FinishReason: a.finish,
-			Usage: batchfile.Usage{PromptTokens: a.prompt, CompletionTokens: a.completion}}))
+			Usage: batchfile.Usage{PromptTokens: a.prompt, CompletionTokens: a.completion, CachedTokens: cached}}))
 	}
 	put := func(uri string, data []byte) {
 		if err := writeObject(ctx, store, uri, data); err != nil {

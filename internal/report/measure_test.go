@@ -33,6 +33,13 @@ func TestMeasureCountsTokensAndErrorsFromTheRunsFiles(t *testing.T) {
 	if got := r.Tokens.TokensPerSecond; math.Abs(got-1339.0/32) > 1e-9 {
 		t.Errorf("%.2f tokens/s, want 1339 tokens over the 32 s of generation", got)
 	}
+	if r.Tokens.Cached != 8*60 || math.Abs(r.Tokens.PrefixCacheHitRate-480.0/975) > 1e-9 {
+		t.Errorf("cached %d, hit rate %.3f: want 480 of the 975 prompt tokens", r.Tokens.Cached, r.Tokens.PrefixCacheHitRate)
+	}
+	// Engine 1 ends its last chunk at 27 s, engine 0 at 36 s.
+	if got := r.Timing.EngineFinishSpreadSeconds; got != 9 {
+		t.Errorf("engine finish spread %.1f s, want 9", got)
+	}
 }
 
 func TestMeasureChecksEveryAnswerAgainstItsRequestsFormat(t *testing.T) {

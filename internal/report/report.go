@@ -154,6 +154,11 @@ type Tokens struct {
 	TokensPerSecond     float64 `json:"tokens_per_second"` // total tokens / generation seconds
 	RequestsPerSecond   float64 `json:"requests_per_second"`
 	PerEngineTokensPerS float64 `json:"per_engine_tokens_per_second"`
+	// Cached are the prompt tokens the engines served from their prefix cache
+	// (usage.prompt_tokens_details.cached_tokens), PrefixCacheHitRate their share
+	// of the prompt tokens.
+	Cached             int64   `json:"cached"`
+	PrefixCacheHitRate float64 `json:"prefix_cache_hit_rate"`
 }
 
 // Timing is where the run's wall time went.
@@ -165,6 +170,9 @@ type Timing struct {
 	FinishSeconds     float64   `json:"finish_seconds"` // merge and report
 	TotalSeconds      float64   `json:"total_seconds"`
 	ModelLoadSeconds  float64   `json:"model_load_seconds"` // the slowest engine's load, paid once at worker start
+	// EngineFinishSpreadSeconds is the run's tail: from the first engine to end its
+	// last chunk to the last one (0 with one engine).
+	EngineFinishSpreadSeconds float64 `json:"engine_finish_spread_seconds"`
 }
 
 // ChunkSummary is one chunk attempt.
@@ -263,7 +271,14 @@ func Build(in Inputs) Report {
 	}
 	r.GPUs = gpuSummaries(in.Attempts)
 	var active, busy float64
+	var firstDone, lastDone time.Time
 	for key, e := range engines {
+		if end := spans[key][1]; !end.IsZero() {
+			if firstDone.IsZero() || end.Before(firstDone) {
+				firstDone = end
+			}
+			lastDone = later(lastDone, end)
+		}
 		// A restarted engine starts its clock again: its span cannot be measured.
 		if !e.first.Time.IsZero() && e.last.Time.After(e.first.Time) && e.last.BusySeconds >= e.first.BusySeconds {
 			e.ActiveSeconds = e.last.Time.Sub(e.first.Time).Seconds()
@@ -278,6 +293,7 @@ func Build(in Inputs) Report {
 	if active > 0 {
 		r.EngineIdleFraction = 1 - busy/active
 	}
+	r.Timing.EngineFinishSpreadSeconds = seconds(firstDone, lastDone)
 	sort.Slice(r.Engines, func(i, j int) bool {
 		if r.Engines[i].Worker != r.Engines[j].Worker {
 			return r.Engines[i].Worker < r.Engines[j].Worker
@@ -330,6 +346,10 @@ func (r *Report) rates() {
 	if n := r.Counts.Answered; n > 0 {
 		t.AvgPrompt = float64(t.Prompt) / float64(n)
 		t.AvgCompletion = float64(t.Completion) / float64(n)
+	}
+	t.PrefixCacheHitRate = 0
+	if t.Prompt > 0 {
+		t.PrefixCacheHitRate = float64(t.Cached) / float64(t.Prompt)
 	}
 	t.TokensPerSecond, t.RequestsPerSecond, t.PerEngineTokensPerS = 0, 0, 0
 	if s := r.Timing.GenerationSeconds; s > 0 {
