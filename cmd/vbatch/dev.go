@@ -64,6 +64,11 @@ vLLM, else the simulator on 2 simulated GPUs. Writes .vbatch/env, so that anothe
 type demoOptions struct {
 	n, maxTokens, chunkSize int
 	noSchema, compareDirect bool
+	// engines, systemPrompts and keepInputOrder are for measuring the tail and the
+	// prefix cache: BatchInput.Engines, synth.Options.SystemPrompts and
+	// BatchInput.KeepInputOrder.
+	engines, systemPrompts int
+	keepInputOrder         bool
 	// directFirst runs the direct baseline before the pipeline, so that repeated
 	// smoke runs can alternate the order and show any drift of the GPU between them.
 	directFirst bool
@@ -126,6 +131,9 @@ pipeline tokens/s over direct tokens/s.`,
 	f.IntVar(&o.maxTokens, "max-tokens", 2000, "max_tokens of every request")
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.BoolVar(&o.noSchema, "no-schema", false, "leave response_format out (engines that cannot enforce a schema)")
+	f.IntVar(&o.engines, "engines", 0, fmt.Sprintf("engines the plan cuts the tail for (default max in-flight chunks / 2 = %d)", workflows.DefaultMaxInFlightChunks/2))
+	f.IntVar(&o.systemPrompts, "system-prompts", 1, "distinct system prompts in the workload, interleaved (for measuring the prefix cache)")
+	f.BoolVar(&o.keepInputOrder, "keep-input-order", false, "feed each chunk in input order, not grouped by prompt prefix (to measure what grouping gains)")
 	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
 	f.BoolVar(&o.directFirst, "direct-first", false, "with --compare-direct, run the direct baseline before the pipeline")
 	f.StringVar(&o.summary, "summary", "", "write the run's figures (and the comparison) as JSON to this file")
@@ -151,7 +159,7 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 	if err != nil {
 		return res, err
 	}
-	if err := synth.WriteCandidates(w, synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, NoSchema: o.noSchema}); err != nil {
+	if err := synth.WriteCandidates(w, synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}); err != nil {
 		_ = w.Abort()
 		return res, err
 	}
@@ -159,7 +167,8 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 		return res, err
 	}
 	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", o.n, res.Input, runID, env.engine)
-	in := workflows.BatchInput{Input: res.Input, Output: output, Model: model, ChunkSize: o.chunkSize}
+	in := workflows.BatchInput{Input: res.Input, Output: output, Model: model, ChunkSize: o.chunkSize,
+		Engines: o.engines, KeepInputOrder: o.keepInputOrder}
 	if err := a.submit(ctx, io.Discard, submitOptions{in: in, id: runID, wait: true}); err != nil {
 		return res, err
 	}

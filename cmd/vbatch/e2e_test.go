@@ -17,6 +17,7 @@ import (
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/devstack"
 	"github.com/vbatch/vbatch/internal/report"
+	"github.com/vbatch/vbatch/internal/run"
 	"github.com/vbatch/vbatch/internal/synth"
 	"github.com/vbatch/vbatch/workflows"
 )
@@ -42,8 +43,10 @@ func TestSubmitAnswersEveryRequestInInputOrder(t *testing.T) {
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
 		t.Fatalf("submit --json printed no result: %v\n%s", err, out)
 	}
-	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Errors != 0 || res.Chunks != 12 {
-		t.Fatalf("result %+v, want %d answered in 12 chunks, completed", res, n)
+	// Chunks of at most 100 lines, more of them where the tail is cut finer.
+	chunks := plannedChunks(t, run.NewLayout(run.DefaultOutput(input), run.ID("e2e-submit")), n, 100)
+	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Errors != 0 || res.Chunks != len(chunks) || res.Chunks < 12 {
+		t.Fatalf("result %+v, want %d answered in the plan's %d chunks (at least 12), completed", res, n, len(chunks))
 	}
 	if !res.Simulated {
 		t.Error("a run on the sim engine must say it was simulated")
@@ -127,8 +130,9 @@ func TestTemporalCLIStartsARunWithInputAlone(t *testing.T) {
 	if err := temporal.GetWorkflow(ctx, "e2e-cli", "").Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != workflows.StatusCompleted || res.Answered != 300 || res.Chunks != 2 {
-		t.Fatalf("result %+v: want 300 answered in 2 default-size chunks", res)
+	chunks := plannedChunks(t, run.NewLayout(run.DefaultOutput(input), run.ID("e2e-cli")), 300, workflows.DefaultChunkSize)
+	if res.Status != workflows.StatusCompleted || res.Answered != 300 || res.Chunks != len(chunks) || res.Chunks < 2 {
+		t.Fatalf("result %+v: want 300 answered in the plan's %d chunks of the default size or less", res, len(chunks))
 	}
 	if want := "s3://" + stack.Bucket + "/cli/e2e-cli/output.jsonl"; res.Output != want {
 		t.Errorf("output %s, want the default beside the input: %s", res.Output, want)

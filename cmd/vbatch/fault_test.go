@@ -108,7 +108,7 @@ func (f *faultRun) submit(heartbeatSeconds, maxAttempts int) {
 	_, err := temporal.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
 		ID: f.id, TaskQueue: workflows.ControlTaskQueue,
 	}, workflows.WorkflowType, workflows.BatchInput{
-		Input: f.input, Model: f.model, ChunkSize: faultChunkSize, CheckpointEvery: checkpointEvery,
+		Input: f.input, Model: f.model, ChunkSize: faultChunkSize, Engines: 2, CheckpointEvery: checkpointEvery,
 		CheckpointSeconds: 2, HeartbeatTimeoutSeconds: heartbeatSeconds, MaxAttempts: maxAttempts,
 	})
 	if err != nil {
@@ -527,8 +527,9 @@ func TestFaultFailedShardThenRetry(t *testing.T) {
 	if !strings.Contains(res.FailedChunks[0].Reason, "injected fault") {
 		t.Errorf("failed chunk reason %q does not say why", res.FailedChunks[0].Reason)
 	}
+	chunks := plannedChunks(t, f.layout, faultRequests, faultChunkSize)
 	for i, id := range f.ids {
-		inChunk7 := i/faultChunkSize == 7
+		inChunk7 := chunkOf(chunks, i+1) == 7
 		if inChunk7 && codes[id] != "shard_failed" {
 			t.Fatalf("%s of chunk 7: code %q, want shard_failed", id, codes[id])
 		}
@@ -573,7 +574,7 @@ func TestFaultFailedShardThenRetry(t *testing.T) {
 // recorded as engine_error for itself and the rest of its chunk is answered;
 // `vbatch retry --engine-errors` on a mended engine answers it too.
 func TestFaultPoisonRequestThenRetryEngineErrors(t *testing.T) {
-	const poisonLine = 503 // the third request of chunk 5
+	const poisonLine = 503 // in chunk 5 or so; the plan says which
 	f := newFaultRun(t, "poison", poisonLine)
 	startVbatch(t, "worker", "--role", "control").waitFor(t, "control worker polling", time.Minute)
 	crashing := f.startGPU("--sim-crash-on", "POISON-PILL")
@@ -588,9 +589,10 @@ func TestFaultPoisonRequestThenRetryEngineErrors(t *testing.T) {
 		t.Fatalf("result %s, errors %v: want only %s, as engine_error", res.Status, codes, poison)
 	}
 	deaths, attempts := f.chunkRecords()
+	poisonChunk := chunkOf(plannedChunks(t, f.layout, faultRequests, faultChunkSize), poisonLine)
 	var poisonDeaths []run.EngineDeath
 	for _, d := range deaths {
-		if d.Chunk == (poisonLine-1)/faultChunkSize {
+		if d.Chunk == poisonChunk {
 			poisonDeaths = append(poisonDeaths, d)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/devstack"
+	"github.com/vbatch/vbatch/internal/run"
 )
 
 // The integration suite runs real processes: the pinned Temporal dev server and
@@ -230,4 +231,35 @@ func tail(s string, lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
+}
+
+// plannedChunks reads a run's manifest and checks that its chunks hold the valid
+// requests once each, in input order, at most maxLines (the chunk size) each.
+func plannedChunks(t *testing.T, layout run.Layout, valid, maxLines int) []run.ChunkPlan {
+	t.Helper()
+	var m run.Manifest
+	if err := blob.ReadJSON(context.Background(), store, layout.Manifest(), &m); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for i, c := range m.Chunks {
+		if c.Index != i || c.Requests < 1 || c.Requests > maxLines || (i > 0 && c.FirstLine <= m.Chunks[i-1].LastLine) {
+			t.Fatalf("chunk %+v of the plan: want chunk %d of 1 to %d requests after the one before", c, i, maxLines)
+		}
+		total += c.Requests
+	}
+	if total != valid {
+		t.Fatalf("the plan's chunks hold %d requests, want %d", total, valid)
+	}
+	return m.Chunks
+}
+
+// chunkOf is the index of the chunk that holds input line, -1 if none does.
+func chunkOf(chunks []run.ChunkPlan, line int) int {
+	for _, c := range chunks {
+		if c.FirstLine <= line && line <= c.LastLine {
+			return c.Index
+		}
+	}
+	return -1
 }
