@@ -18,15 +18,15 @@ import (
 	"github.com/vbatch/vbatch/workflows"
 )
 
-// Requests with 16 system prompts interleaved, on sim engines whose KV cache holds
-// about 20 requests: fed in input order a system prompt is mostly evicted before it
-// comes back; grouped by prefix within each chunk (the default) it is reused at
-// once. The report's prefix-cache hit rate shows the difference.
+// Requests with 32 system prompts interleaved, on sim engines whose KV cache holds
+// the blocks of about 7 requests: fed in input order a system prompt is mostly
+// evicted before it comes back; grouped by prefix within each chunk (the default)
+// it is reused at once. The report's prefix-cache hit rate shows the difference.
 func TestPrefixGroupingRaisesTheCacheHitRate(t *testing.T) {
 	const model, n = "e2e/prefix", 1200
-	startWorkers(t, model, 2, "--sim-kv-cache-tokens", "16384")
+	startWorkers(t, model, 2, "--sim-kv-cache-tokens", "8192")
 	var in bytes.Buffer
-	if err := synth.WriteCandidates(&in, synth.Options{N: n, Seed: 5, SystemPrompts: 16}); err != nil {
+	if err := synth.WriteCandidates(&in, synth.Options{N: n, Seed: 5, SystemPrompts: 32}); err != nil {
 		t.Fatal(err)
 	}
 	input := fmt.Sprintf("s3://%s/prefix/requests.jsonl", stack.Bucket)
@@ -37,7 +37,7 @@ func TestPrefixGroupingRaisesTheCacheHitRate(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		wf, err := temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.ControlTaskQueue},
-			workflows.WorkflowType, workflows.BatchInput{Input: input, Model: model, ChunkSize: 200, Engines: 2, KeepInputOrder: keepInputOrder})
+			workflows.WorkflowType, workflows.BatchInput{Input: input, Model: model, ChunkSize: 300, Engines: 1, KeepInputOrder: keepInputOrder})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func TestPrefixGroupingRaisesTheCacheHitRate(t *testing.T) {
 	}
 	grouped := hitRate("prefix-grouped", false)
 	inputOrder := hitRate("prefix-input-order", true)
-	t.Logf("PREFIX | %d requests, 16 system prompts, sim KV cache 16,384 tokens | hit rate grouped %.3f | input order %.3f", n, grouped, inputOrder)
+	t.Logf("PREFIX | %d requests, 32 system prompts, sim KV cache 8,192 tokens | hit rate grouped %.3f | input order %.3f", n, grouped, inputOrder)
 	if grouped < inputOrder+0.15 {
 		t.Errorf("prefix-cache hit rate %.3f grouped by prefix, %.3f in input order: want grouping to gain at least 0.15", grouped, inputOrder)
 	}
