@@ -143,7 +143,7 @@ func TestChunkTarget(t *testing.T) {
 	}{
 		{"much work left: a full chunk", 1_000_000, 10_000, 10_000, 4},
 		{"near the end: a share of what is left", 80_000, 10_000, 5_000, 4},
-		{"at the very end: the minimum", 1_000, 10_000, 1_250, 4},
+		{"at the very end: the minimum", 1_000, 10_000, 625, 4},
 		{"more engines cut finer", 80_000, 10_000, 2_500, 8},
 		{"a tiny full chunk still has a minimum of one token", 0, 3, 1, 4},
 	} {
