@@ -193,7 +193,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 
 	fmt.Fprintf(out, "running %s on %d SIMULATED GPUs at %.0f tokens/s each ...\n", runID, o.gpus, o.tokensPerSecond)
 	in := workflows.BatchInput{Input: input, Output: output, Model: benchModel, ChunkSize: o.chunkSize, MaxInFlightChunks: o.maxInFlight,
-		ContinueAsNewEvery: o.continueAsNewEvery}
+		ContinueAsNewEvery: o.continueAsNewEvery, Engines: o.gpus}
 	submitted := time.Now()
 	wf, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: runID, TaskQueue: workflows.ControlTaskQueue}, workflows.WorkflowType, in)
 	if err != nil {
