@@ -18,8 +18,8 @@ import (
 )
 
 // Merge writes output.jsonl and errors.jsonl: every custom_id of the input exactly
-// once across the two, each file in input order. It streams chunk by chunk, so its
-// memory is bounded by one chunk's answers.
+// once across the two, each file in input order. It streams chunk by chunk, reading a
+// few chunks ahead, so its memory is bounded by a few chunks' answers.
 func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error) {
 	var manifest run.Manifest
 	if err := blob.ReadJSON(ctx, c.Store, in.Run.Manifest(), &manifest); err != nil {
@@ -42,22 +42,28 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 		m.res.Cache = &report.CacheUse{Prefix: in.CachePrefix}
 	}
 	defer m.abort()
+	ctx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
 	lastBeat := time.Now()
-	for _, chunk := range manifest.Chunks {
-		var missing func(batchfile.Request) batchfile.OutputLine
+	for next := range readAhead(ctx, c.Store, in.Run, manifest.Chunks) {
+		chunk := <-next
+		if chunk.err != nil {
+			return MergeResult{}, chunk.err
+		}
+		var missing func(run.RequestRef) batchfile.OutputLine
 		switch reason, isFailed := failed[chunk.Index]; {
 		case isFailed:
-			missing = func(r batchfile.Request) batchfile.OutputLine {
+			missing = func(r run.RequestRef) batchfile.OutputLine {
 				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 0, batchfile.CodeShardFailed,
 					fmt.Sprintf("chunk %d failed every attempt: %s", chunk.Index, reason))
 			}
 		case cancelled[chunk.Index]:
-			missing = func(r batchfile.Request) batchfile.OutputLine {
+			missing = func(r run.RequestRef) batchfile.OutputLine {
 				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 0, batchfile.CodeCancelled,
 					"the run was cancelled before this request was answered")
 			}
 		default:
-			missing = func(r batchfile.Request) batchfile.OutputLine {
+			missing = func(r run.RequestRef) batchfile.OutputLine {
 				return batchfile.Failure(in.Run.LineID(r.Line), r.CustomID, r.Line, 500, batchfile.CodeEngineError,
 					fmt.Sprintf("chunk %d finished without an answer for this request", chunk.Index))
 			}
@@ -86,6 +92,7 @@ type merger struct {
 
 	out, errs       blob.Writer
 	outBuf, errsBuf *countingWriter
+	line            []byte // the output line being written, reused
 	res             MergeResult
 }
 
@@ -110,39 +117,86 @@ func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model s
 	return m, m.advancePlanErr()
 }
 
+// mergeReadAhead is how many chunks Merge reads while it writes the one before them:
+// each chunk costs S3 round trips (list its folder, get its parts, get its
+// requests) that would otherwise leave the writing idle. Memory stays bounded by
+// that many chunks' answers, whatever the run's size.
+const mergeReadAhead = 4
+
+// mergeChunk is one chunk read for Merge: its answers and its requests in input order.
+type mergeChunk struct {
+	run.ChunkPlan
+	answers map[string]run.Answer
+	reqs    []run.RequestRef
+	err     error
+}
+
+// readAhead reads the chunks, up to mergeReadAhead at once, each chunk's requests
+// and answers side by side, and hands them over in plan order, each through its own
+// channel. Cancelling ctx stops it.
+func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks []run.ChunkPlan) <-chan chan mergeChunk {
+	queue := make(chan chan mergeChunk, mergeReadAhead)
+	go func() {
+		defer close(queue)
+		for _, plan := range chunks {
+			next := make(chan mergeChunk, 1)
+			select {
+			case queue <- next:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				c := mergeChunk{ChunkPlan: plan}
+				var reqsErr error
+				reqsRead := make(chan struct{})
+				go func() {
+					defer close(reqsRead)
+					c.reqs, reqsErr = run.RequestRefs(ctx, store, layout, plan.Index)
+				}()
+				c.answers, _, c.err = run.LoadAnswers(ctx, store, layout, plan.Index)
+				<-reqsRead
+				c.err = errors.Join(c.err, reqsErr)
+				next <- c
+			}()
+		}
+	}()
+	return queue
+}
+
 // chunk writes one chunk's requests in input order, with the plan errors that fall
 // before each of them.
-func (m *merger) chunk(chunk run.ChunkPlan, missing func(batchfile.Request) batchfile.OutputLine) error {
-	answers, _, err := run.LoadAnswers(m.ctx, m.store, m.layout, chunk.Index)
-	if err != nil {
-		return err
-	}
-	return run.EachRequest(m.ctx, m.store, m.layout, chunk.Index, func(req batchfile.Request) error {
+func (m *merger) chunk(chunk mergeChunk, missing func(run.RequestRef) batchfile.OutputLine) error {
+	for _, req := range chunk.reqs {
 		if err := m.planErrorsBefore(req.Line); err != nil {
 			return err
 		}
-		a, ok := answers[req.CustomID]
+		a, ok := chunk.answers[req.CustomID]
 		if ok {
 			m.countCache(a)
 		}
+		var err error
 		switch {
 		case !ok:
-			return m.writeError(missing(req))
+			err = m.writeError(missing(req))
 		case a.Error != nil:
 			status := 400
 			if a.Error.Code == batchfile.CodeEngineError {
 				status = 500
 			}
-			return m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
+			err = m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
 		default:
-			return m.writeAnswer(req, a)
+			err = m.writeAnswer(req, a)
 		}
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (m *merger) writeAnswer(req batchfile.Request, a run.Answer) error {
+func (m *merger) writeAnswer(req run.RequestRef, a run.Answer) error {
 	id := m.layout.LineID(req.Line)
-	line := batchfile.Success(id, req.CustomID, id, batchfile.Answer{
+	m.line = batchfile.AppendSuccess(m.line[:0], id, req.CustomID, id, batchfile.Answer{
 		Kind: req.Kind, Model: m.model, Created: a.Created, Text: a.Text, FinishReason: a.FinishReason,
 		Usage: batchfile.Usage{PromptTokens: a.PromptTokens, CompletionTokens: a.CompletionTokens,
 			TotalTokens: a.PromptTokens + a.CompletionTokens, CachedTokens: a.CachedTokens},
@@ -150,7 +204,10 @@ func (m *merger) writeAnswer(req batchfile.Request, a run.Answer) error {
 	m.res.Answered++
 	m.res.PromptTokens += int64(a.PromptTokens)
 	m.res.CompletionTokens += int64(a.CompletionTokens)
-	return writeJSONLine(m.outBuf, line)
+	if _, err := m.outBuf.Write(m.line); err != nil {
+		return fmt.Errorf("write line: %w", err)
+	}
+	return nil
 }
 
 // countCache counts an answer as the cache's hit or miss, for a run with a cache.
