@@ -2,11 +2,13 @@ package activities
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -131,9 +133,8 @@ type mergeChunk struct {
 	err     error
 }
 
-// readAhead reads the chunks, up to mergeReadAhead at once, each chunk's requests
-// and answers side by side, and hands them over in plan order, each through its own
-// channel. Cancelling ctx stops it.
+// readAhead reads the chunks, up to mergeReadAhead at once, and hands them over in
+// plan order, each through its own channel. Cancelling ctx stops it.
 func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks []run.ChunkPlan) <-chan chan mergeChunk {
 	queue := make(chan chan mergeChunk, mergeReadAhead)
 	go func() {
@@ -147,20 +148,43 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks 
 			}
 			go func() {
 				c := mergeChunk{ChunkPlan: plan}
-				var reqsErr error
-				reqsRead := make(chan struct{})
-				go func() {
-					defer close(reqsRead)
-					c.reqs, reqsErr = run.RequestRefs(ctx, store, layout, plan.Index)
-				}()
 				c.answers, _, c.err = run.LoadAnswers(ctx, store, layout, plan.Index)
-				<-reqsRead
-				c.err = errors.Join(c.err, reqsErr)
+				if c.err == nil {
+					var complete bool
+					if c.reqs, complete = refsOfAnswers(plan, c.answers); !complete {
+						c.reqs, c.err = run.RequestRefs(ctx, store, layout, plan.Index)
+					}
+				}
 				next <- c
 			}()
 		}
 	}()
 	return queue
+}
+
+// refsOfAnswers is a chunk's requests in input order, read from its answers when
+// every request has one: an answer carries its request's custom_id, line and kind,
+// so Merge then need not read the chunk object, which is most of the bytes it would
+// read (the messages). complete is false when an answer is missing or the answers'
+// lines do not fit the plan; the chunk object is read then.
+func refsOfAnswers(plan run.ChunkPlan, answers map[string]run.Answer) (refs []run.RequestRef, complete bool) {
+	if len(answers) != plan.Requests {
+		return nil, false
+	}
+	refs = make([]run.RequestRef, 0, len(answers))
+	for _, a := range answers {
+		if a.Line < plan.FirstLine || a.Line > plan.LastLine || a.Kind == "" {
+			return nil, false
+		}
+		refs = append(refs, run.RequestRef{CustomID: a.CustomID, Line: a.Line, Kind: a.Kind})
+	}
+	slices.SortFunc(refs, func(a, b run.RequestRef) int { return cmp.Compare(a.Line, b.Line) })
+	for i := 1; i < len(refs); i++ {
+		if refs[i].Line == refs[i-1].Line {
+			return nil, false
+		}
+	}
+	return refs, true
 }
 
 // chunk writes one chunk's requests in input order, with the plan errors that fall

@@ -159,12 +159,15 @@ func TestMergeWritesEveryLineInInputOrderAsEncodingJSONWouldBytes(t *testing.T) 
 	// Chunk 1: failed every attempt; chunk 2: cancelled; chunk 3: answered.
 	f.chunk(t, []batchfile.Request{req(11, batchfile.KindChat), req(12, batchfile.KindChat)})
 	f.chunk(t, []batchfile.Request{req(13, batchfile.KindChat)})
-	r14 := req(14, batchfile.KindChat)
-	f.chunk(t, []batchfile.Request{r14}, []run.Answer{answer(r14, "last")})
+	// Chunk 3: every request has an answer (one an error), with a plan error between.
+	r14, r16 := req(14, batchfile.KindChat), req(16, batchfile.KindCompletion)
+	a16 := answer(r16, "")
+	a16.Error = &engine.RequestError{Code: batchfile.CodePromptTooLong, Message: "too long"}
+	f.chunk(t, []batchfile.Request{r14, r16}, []run.Answer{a16}, []run.Answer{answer(r14, "last <one>")})
 	planErr := func(line int) batchfile.OutputLine {
 		return batchfile.Failure(f.layout.LineID(line), fmt.Sprintf("bad-%d", line), line, 0, batchfile.CodeInvalidJSON, "line <is> not JSON")
 	}
-	f.finishPlan(t, []batchfile.OutputLine{planErr(1), planErr(10), planErr(15)})
+	f.finishPlan(t, []batchfile.OutputLine{planErr(1), planErr(10), planErr(15), planErr(17)})
 
 	res := f.merge(t, MergeInput{Failed: []ChunkFailure{{Index: 1, Reason: "engine died 3 times"}}, Cancelled: []int{2}})
 
@@ -188,7 +191,7 @@ func TestMergeWritesEveryLineInInputOrderAsEncodingJSONWouldBytes(t *testing.T) 
 			wantOut = append(wantOut, success(c0[i], a))
 		}
 	}
-	wantOut = append(wantOut, success(r14, answer(r14, "last")))
+	wantOut = append(wantOut, success(r14, answer(r14, "last <one>")))
 	wantErrs := []string{
 		marshal(planErr(1)),
 		failure(c0[5], 500, batchfile.CodeEngineError, "engine <died> & \"restarted\""),
@@ -199,12 +202,14 @@ func TestMergeWritesEveryLineInInputOrderAsEncodingJSONWouldBytes(t *testing.T) 
 		failure(req(12, batchfile.KindChat), 0, batchfile.CodeShardFailed, "chunk 1 failed every attempt: engine died 3 times"),
 		failure(req(13, batchfile.KindChat), 0, batchfile.CodeCancelled, "the run was cancelled before this request was answered"),
 		marshal(planErr(15)),
+		failure(r16, 400, batchfile.CodePromptTooLong, "too long"),
+		marshal(planErr(17)),
 	}
 	assert.Equal(t, wantOut, f.lines(t, res.Output))
 	assert.Equal(t, wantErrs, f.lines(t, res.ErrorsURI))
 	assert.Equal(t, len(wantOut), res.Answered)
 	assert.Equal(t, len(wantErrs), res.Errors)
-	assert.Equal(t, map[string]int{batchfile.CodeInvalidJSON: 3, batchfile.CodeEngineError: 2, batchfile.CodePromptTooLong: 1,
+	assert.Equal(t, map[string]int{batchfile.CodeInvalidJSON: 4, batchfile.CodeEngineError: 2, batchfile.CodePromptTooLong: 2,
 		batchfile.CodeShardFailed: 2, batchfile.CodeCancelled: 1}, res.ErrorsByCode)
 	var outBytes int64
 	for _, l := range wantOut {
