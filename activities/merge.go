@@ -122,7 +122,7 @@ func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model s
 // mergeReadAhead is how many chunks Merge reads while it writes the one before them:
 // each chunk costs S3 round trips (list its folder, get its parts, get its
 // requests) that would otherwise leave the writing idle. Memory stays bounded by
-// that many chunks' answers, whatever the run's size.
+// the answers of those chunks and the one being written, whatever the run's size.
 const mergeReadAhead = 4
 
 // mergeChunk is one chunk read for Merge: its answers and its requests in input order.
