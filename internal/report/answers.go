@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
@@ -95,9 +95,8 @@ type pass struct {
 	reqs    *requestStream
 	schemas *schemaCache
 
-	prompt, completion []int32
-	sampling           map[string]*SamplingCount
-	scoreValues        map[string]string // one copy of each score value
+	prompt, completion, total tokenCounts
+	sampling                  map[string]*SamplingCount
 
 	// Attribution of answers to the attempt that produced them, for tokens per
 	// engine and the in-flight series.
@@ -115,7 +114,7 @@ type attemptTrack struct {
 }
 
 func newPass(r *Report, chunks []run.ChunkPlan, attempts []run.AttemptResult) *pass {
-	p := &pass{r: r, schemas: newSchemaCache(), sampling: map[string]*SamplingCount{}, scoreValues: map[string]string{},
+	p := &pass{r: r, schemas: newSchemaCache(), sampling: map[string]*SamplingCount{},
 		byChunk: map[int][]*attemptTrack{}, engines: map[string]int{}}
 	p.reqs = &requestStream{chunks: chunks, onRequest: p.countSampling}
 	for i, e := range r.Engines {
@@ -171,7 +170,7 @@ func (p *pass) outputs(ctx context.Context, store blob.Store, layout run.Layout,
 	defer p.reqs.close()
 	q := &Quality{}
 	p.r.Quality = q
-	p.r.scores = map[string]string{}
+	p.r.scores = newScoreSet()
 	var prompt, completion, cached int64
 	lines, err := eachLine(ctx, store, layout.Output(), heartbeat, func(b []byte) error {
 		var l answerLine
@@ -189,8 +188,9 @@ func (p *pass) outputs(ctx context.Context, store blob.Store, layout run.Layout,
 		prompt += int64(u.PromptTokens)
 		completion += int64(u.CompletionTokens)
 		cached += int64(u.CachedTokens)
-		p.prompt = append(p.prompt, int32(u.PromptTokens))
-		p.completion = append(p.completion, int32(u.CompletionTokens))
+		p.prompt.add(u.PromptTokens)
+		p.completion.add(u.CompletionTokens)
+		p.total.add(u.PromptTokens + u.CompletionTokens)
 		text, finish := l.text()
 		p.check(q, l.CustomID, text, finish, req, found)
 		if found {
@@ -228,7 +228,7 @@ func (p *pass) check(q *Quality, customID, text, finish string, req batchfile.Re
 		q.JSON++
 		if obj, ok := doc.(map[string]any); ok {
 			if s, ok := obj[ScoreField].(string); ok {
-				p.r.scores[customID] = p.intern(s)
+				p.r.scores.add(customID, s)
 			}
 		}
 	}
@@ -337,12 +337,8 @@ func (p *pass) finish() {
 			e.TokensPerSecond = float64(e.Tokens) / e.WallSeconds
 		}
 	}
-	if n := len(p.prompt); n > 0 {
-		total := make([]int32, n)
-		for i := range total {
-			total[i] = p.prompt[i] + p.completion[i]
-		}
-		r.TokenStats = &TokenStats{Requests: n, Prompt: distribution(p.prompt), Completion: distribution(p.completion), Total: distribution(total)}
+	if n := p.prompt.n; n > 0 {
+		r.TokenStats = &TokenStats{Requests: n, Prompt: p.prompt.distribution(), Completion: p.completion.distribution(), Total: p.total.distribution()}
 	}
 	for _, s := range p.sampling {
 		r.Config.Sampling = append(r.Config.Sampling, *s)
@@ -380,17 +376,6 @@ func (p *pass) inFlight() []EngineSeries {
 		}
 	}
 	return out
-}
-
-// intern returns the one copy of a score value, so a million answers that score
-// "Yes" share one string rather than each keeping its line's bytes alive.
-func (p *pass) intern(s string) string {
-	if v, ok := p.scoreValues[s]; ok {
-		return v
-	}
-	s = strings.Clone(s)
-	p.scoreValues[s] = s
-	return s
 }
 
 // countSampling tallies the sampling settings of every valid request.
@@ -580,23 +565,44 @@ func newSample(customID, text, finish string, u batchfile.Usage, req batchfile.R
 	return s
 }
 
-// distribution sorts xs in place.
-func distribution(xs []int32) Distribution {
-	if len(xs) == 0 {
-		return Distribution{}
-	}
-	slices.Sort(xs)
-	var sum float64
-	for _, x := range xs {
-		sum += float64(x)
-	}
-	return Distribution{Mean: sum / float64(len(xs)), P50: int(percentile(xs, 50)), P95: int(percentile(xs, 95)), Max: int(xs[len(xs)-1])}
+// tokenCounts is one per-request token count of the answers as how many answers
+// had each value: its percentiles are exact, and its memory is bounded by the
+// distinct values (a few thousand: counts are below the context length), not by
+// the answers.
+type tokenCounts struct {
+	n      int
+	sum    float64
+	counts map[int]int
 }
 
-// percentile is the nearest-rank percentile of sorted xs.
-func percentile(sorted []int32, p float64) int32 {
-	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
+func (c *tokenCounts) add(x int) {
+	if c.counts == nil {
+		c.counts = map[int]int{}
+	}
+	c.n++
+	c.sum += float64(x)
+	c.counts[x]++
+}
+
+func (c *tokenCounts) distribution() Distribution {
+	if c.n == 0 {
+		return Distribution{}
+	}
+	values := slices.Sorted(maps.Keys(c.counts))
+	return Distribution{Mean: c.sum / float64(c.n), P50: c.percentile(values, 50), P95: c.percentile(values, 95), Max: values[len(values)-1]}
+}
+
+// percentile is the nearest-rank percentile: the value of the answer at that rank
+// when the answers are sorted by value.
+func (c *tokenCounts) percentile(sorted []int, p float64) int {
+	rank := min(max(int(math.Ceil(p/100*float64(c.n))), 1), c.n)
+	seen := 0
+	for _, v := range sorted {
+		if seen += c.counts[v]; seen >= rank {
+			return v
+		}
+	}
+	return sorted[len(sorted)-1]
 }
 
 // shorten cuts s to at most n bytes at a rune boundary, saying how much it cut.

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,7 +120,7 @@ func Compare(ctx context.Context, store blob.Store, prev, cur Report, prevReport
 			return c
 		}
 	}
-	if len(prevScores) == 0 || len(curScores) == 0 {
+	if prevScores.len() == 0 || curScores.len() == 0 {
 		c.Notes = append(c.Notes, fmt.Sprintf("scores not compared: the answers of %s carry no %q field", whichEmpty(prevScores, curScores), ScoreField))
 		return c
 	}
@@ -128,40 +129,59 @@ func Compare(ctx context.Context, store blob.Store, prev, cur Report, prevReport
 		// The examples follow this run's output order: read it again, up to the
 		// tenth change.
 		for _, id := range outputOrder(ctx, store, cur.Files.Output, prevScores, curScores, cur.heartbeat) {
-			c.Scores.Examples = append(c.Scores.Examples, ScoreChange{CustomID: id, From: prevScores[id], To: curScores[id]})
+			from, _ := prevScores.get(id)
+			to, _ := curScores.get(id)
+			c.Scores.Examples = append(c.Scores.Examples, ScoreChange{CustomID: id, From: from, To: to})
 		}
 	}
 	return c
 }
 
-func whichEmpty(prev, cur map[string]string) string {
+func whichEmpty(prev, cur *scoreSet) string {
 	switch {
-	case len(prev) == 0 && len(cur) == 0:
+	case prev.len() == 0 && cur.len() == 0:
 		return "both runs"
-	case len(prev) == 0:
+	case prev.len() == 0:
 		return "the previous run"
 	}
 	return "this run"
 }
 
-func scoreChanges(prev, cur map[string]string) *ScoreChanges {
+// scoreChanges walks the two runs' scores together in id order.
+func scoreChanges(prev, cur *scoreSet) *ScoreChanges {
 	s := &ScoreChanges{Field: ScoreField}
 	trans := map[[2]string]int{}
-	for id, to := range cur {
-		from, ok := prev[id]
+	prev.seal()
+	cur.seal()
+	ps, cs := prev.scores, cur.scores
+	i, j := 0, 0
+	for i < len(ps) || j < len(cs) {
+		order := 0
 		switch {
-		case !ok:
-			s.OnlyCurrent++
-		case from == to:
-			s.Unchanged++
+		case i == len(ps):
+			order = 1
+		case j == len(cs):
+			order = -1
 		default:
-			s.Changed++
-			trans[[2]string{from, to}]++
+			order = bytes.Compare(ps[i].id[:], cs[j].id[:])
 		}
-	}
-	for id := range prev {
-		if _, ok := cur[id]; !ok {
+		switch {
+		case order < 0:
 			s.OnlyPrevious++
+			i++
+		case order > 0:
+			s.OnlyCurrent++
+			j++
+		default:
+			from, to := prev.values[ps[i].value], cur.values[cs[j].value]
+			if from == to {
+				s.Unchanged++
+			} else {
+				s.Changed++
+				trans[[2]string{from, to}]++
+			}
+			i++
+			j++
 		}
 	}
 	s.Compared = s.Changed + s.Unchanged
@@ -185,7 +205,7 @@ func scoreChanges(prev, cur map[string]string) *ScoreChanges {
 }
 
 // outputOrder returns the first changed custom_ids in the order of an output file.
-func outputOrder(ctx context.Context, store blob.Store, uri string, prev, cur map[string]string, heartbeat func()) []string {
+func outputOrder(ctx context.Context, store blob.Store, uri string, prev, cur *scoreSet, heartbeat func()) []string {
 	var ids []string
 	stop := errors.New("enough")
 	_, _ = eachLine(ctx, store, uri, heartbeat, func(b []byte) error {
@@ -195,7 +215,9 @@ func outputOrder(ctx context.Context, store blob.Store, uri string, prev, cur ma
 		if json.Unmarshal(b, &l) != nil {
 			return nil
 		}
-		if from, ok := prev[l.CustomID]; ok && from != cur[l.CustomID] && cur[l.CustomID] != "" {
+		from, ok := prev.get(l.CustomID)
+		to, _ := cur.get(l.CustomID)
+		if ok && from != to && to != "" {
 			ids = append(ids, l.CustomID)
 			if len(ids) == maxScoreExamples {
 				return stop
@@ -208,14 +230,14 @@ func outputOrder(ctx context.Context, store blob.Store, uri string, prev, cur ma
 
 // readScores reads the ScoreField of every answer of an output file whose text is
 // a JSON object with that field as a string.
-func readScores(ctx context.Context, store blob.Store, uri string, heartbeat func()) (map[string]string, error) {
+func readScores(ctx context.Context, store blob.Store, uri string, heartbeat func()) (*scoreSet, error) {
 	if uri == "" {
 		return nil, errors.New("the report names no output file")
 	}
 	if _, err := store.Stat(ctx, uri); err != nil {
 		return nil, err
 	}
-	scores, values := map[string]string{}, map[string]string{}
+	scores := newScoreSet()
 	_, err := eachLine(ctx, store, uri, heartbeat, func(b []byte) error {
 		var l answerLine
 		if json.Unmarshal(b, &l) != nil {
@@ -230,12 +252,7 @@ func readScores(ctx context.Context, store blob.Store, uri string, heartbeat fun
 		if json.Unmarshal(eval[ScoreField], &s) != nil {
 			return nil
 		}
-		if v, ok := values[s]; ok {
-			s = v
-		} else {
-			values[s] = s
-		}
-		scores[l.CustomID] = s
+		scores.add(l.CustomID, s)
 		return nil
 	})
 	if err != nil {

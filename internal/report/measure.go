@@ -70,8 +70,9 @@ var oomPattern = regexp.MustCompile(`(?i)out of memory|\boom\b|OutOfMemoryError`
 // the folder: the manifest, every chunk attempt's result and engine death record,
 // and one streaming pass over output.jsonl (merge-joined with the chunk files for
 // each answer's request), then errors.jsonl. Counts and tokens come from the files,
-// not from in. Its memory is a few bytes per request (the per-request token counts
-// and the candidate scores) plus one chunk file's line at a time.
+// not from in. Its memory is about 20 bytes per answer (the candidate scores, by a
+// hash of the custom_id) plus one chunk file's line at a time; the token
+// distributions are counts per distinct value.
 func Measure(ctx context.Context, store blob.Store, layout run.Layout, in Inputs) (Report, error) {
 	var manifest run.Manifest
 	if err := blob.ReadJSON(ctx, store, layout.Manifest(), &manifest); err != nil {

@@ -69,7 +69,7 @@ type Report struct {
 
 	// scores are the answers' candidate scores by custom_id, kept from Measure's
 	// pass over output.jsonl for the comparison with the next run; never written.
-	scores map[string]string
+	scores *scoreSet
 	// heartbeat is Inputs.Heartbeat, for Publish's reading of the previous run.
 	heartbeat func()
 }
