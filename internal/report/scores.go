@@ -12,7 +12,7 @@ import (
 // run's and the previous run's) live together: each custom_id is its SHA-256 cut
 // to 128 bits (as the batchfile reader keeps them; two ids meet by chance with a
 // probability of about 10⁻²⁷), each score an index into the distinct values. That
-// is 20 bytes an answer rather than a map of strings' ~100.
+// is 20 bytes an answer rather than the ~70 of a map of strings.
 type scoreSet struct {
 	scores []scored // by id once sealed
 	values []string // the distinct score values, one copy each
