@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 		return nil, err
 	}
 	start := func(ctx context.Context, slot int) (engine.Engine, error) {
-		return startEngine(ctx, cfg, groups[slot], log.With(zap.Int("slot", slot)))
+		return startEngine(ctx, cfg, groups[slot], len(groups), log.With(zap.Int("slot", slot)))
 	}
 	if w.pool, err = newPool(ctx, uuids(groups), start, cfg.Metrics, log); err != nil {
 		w.stopMonitor()
@@ -190,7 +191,7 @@ func (w *GPUWorker) Stop() {
 // Devices are the GPUs this worker found.
 func (w *GPUWorker) Devices() []gpu.Device { return w.devices }
 
-func startEngine(ctx context.Context, cfg GPUConfig, group []gpu.Device, log *zap.Logger) (engine.Engine, error) {
+func startEngine(ctx context.Context, cfg GPUConfig, group []gpu.Device, engines int, log *zap.Logger) (engine.Engine, error) {
 	if cfg.Engine == EngineOpenAI {
 		oc := cfg.OpenAI
 		oc.Model, oc.Logger = cfg.Model, log
@@ -199,11 +200,25 @@ func startEngine(ctx context.Context, cfg GPUConfig, group []gpu.Device, log *za
 	var env []string
 	if len(group) > 0 {
 		env = append(env, "CUDA_VISIBLE_DEVICES="+gpu.VisibleDevices(group))
+		if threads, ok := cpuThreadsPerEngine(engines); ok {
+			env = append(env, threads)
+		}
 	}
 	return engine.StartProcess(ctx, engine.ProcessConfig{
 		Python: cfg.Python, Backend: cfg.Engine, Model: cfg.Model, Settings: cfg.Settings, Sim: cfg.Sim,
 		Env: env, Logger: log,
 	})
+}
+
+// cpuThreadsPerEngine shares the host's cores among its GPU engines: torch's CPU
+// thread pools default to every core in every process, and four engines on one host
+// then fight over the cores that launch their kernels. vLLM's own workers cap
+// OMP_NUM_THREADS the same way. A value the operator set is kept.
+func cpuThreadsPerEngine(engines int) (string, bool) {
+	if _, set := os.LookupEnv("OMP_NUM_THREADS"); set || engines < 2 {
+		return "", false
+	}
+	return fmt.Sprintf("OMP_NUM_THREADS=%d", max(1, runtime.NumCPU()/engines)), true
 }
 
 // checkPythonModule fails early, with what to do, where the engine's Python package
