@@ -3,10 +3,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +13,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/vbatch/vbatch/internal/metrics/metricstest"
 	"github.com/vbatch/vbatch/internal/synth"
 	"github.com/vbatch/vbatch/workflows"
 )
@@ -31,7 +30,7 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	if url == "" {
 		t.Fatalf("the worker did not log where it serves metrics:\n%s", tail(gpu.out.String(), 20))
 	}
-	before := scrapeMetrics(t, url)
+	before := metricstest.Scrape(t, url)
 	if sumSeries(before, "vbatch_requests_total", "") != 0 || len(seriesOf(before, "vbatch_engine_queue_depth")) != 2 {
 		t.Fatalf("before any run: want no requests counted and a queue depth for each of the 2 engine slots:\n%s", dump(before, "vbatch_"))
 	}
@@ -53,7 +52,7 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	// During the run: some requests done, not all, and an engine busy.
 	var during map[string]float64
 	for {
-		during = scrapeMetrics(t, url)
+		during = metricstest.Scrape(t, url)
 		done := sumSeries(during, "vbatch_requests_total", "")
 		if done > 0 && done < n && sumSeries(during, "vbatch_engine_in_flight_requests", "") > 0 {
 			break
@@ -80,7 +79,7 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 		t.Fatalf("result %+v, want %d answered in %d chunks", res, n, n/chunkSize)
 	}
 
-	after := scrapeMetrics(t, url)
+	after := metricstest.Scrape(t, url)
 	exact := []struct {
 		series, labels string
 		want           float64
@@ -111,34 +110,6 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	if t.Failed() {
 		t.Logf("final scrape:\n%s", dump(after, "vbatch_")+dump(after, "temporal_activity"))
 	}
-}
-
-// scrapeMetrics reads a Prometheus text page as "name{labels}" → value.
-func scrapeMetrics(t *testing.T, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
 }
 
 // seriesOf returns the series of one metric name.

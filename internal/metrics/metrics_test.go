@@ -1,10 +1,7 @@
 package metrics
 
 import (
-	"bufio"
 	"context"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/internal/metrics/metricstest"
 )
 
 // oneGPU is a telemetry source of one GPU at 42 % with 10 of 80 GB in use.
@@ -64,7 +62,7 @@ func TestScrapeShowsVbatchAndTemporalMetrics(t *testing.T) {
 	h.Counter("temporal_request").Inc(3)
 	h.Timer("temporal_activity_execution_latency").Record(1500 * time.Millisecond)
 
-	got := scrape(t, addr)
+	got := metricstest.Scrape(t, "http://"+addr+"/metrics")
 	want := map[string]float64{
 		`vbatch_requests_total{outcome="answered"}`:                        2,
 		`vbatch_requests_total{outcome="prompt_too_long"}`:                 1,
@@ -101,7 +99,7 @@ func TestScrapeShowsVbatchAndTemporalMetrics(t *testing.T) {
 
 	// Once the GPU worker stops observing, its engines and GPUs leave the page.
 	stop()
-	got = scrape(t, addr)
+	got = metricstest.Scrape(t, "http://"+addr+"/metrics")
 	for series := range got {
 		if strings.HasPrefix(series, "vbatch_engine_in_flight") || strings.HasPrefix(series, "vbatch_gpu_") {
 			t.Errorf("%s still exported after stop", series)
@@ -120,36 +118,6 @@ func TestNilWorkerRecordsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop()
-}
-
-// scrape reads /metrics as "name{labels}" → value, without the timestamp-less
-// comment lines.
-func scrape(t *testing.T, addr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /metrics: %s\n%s", resp.Status, b)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
 }
 
 // On a host with NVIDIA GPUs, the GPU gauges carry NVML's real readings; elsewhere
@@ -183,7 +151,7 @@ func TestGPUGaugesFromNVML(t *testing.T) {
 	for len(monitor.Latest()) < len(devs) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	got := scrape(t, addr)
+	got := metricstest.Scrape(t, "http://"+addr+"/metrics")
 	for _, d := range devs {
 		labels := `{gpu="` + strconv.Itoa(d.Index) + `",uuid="` + d.UUID + `"}`
 		// An idle GPU may read 0 bytes used and 0 %; the series must exist all the same.
