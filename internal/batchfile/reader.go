@@ -56,16 +56,16 @@ func (e *LineError) Error() string { return e.Message }
 // itself rejected: every custom_id then appears on exactly one line that the run
 // answers for, and a user who fixes the file sees both lines named.
 type Reader struct {
-	br    *bufio.Reader
-	opts  Options
-	keep  int             // bytes of a line kept: the limit plus a CRLF
-	buf   []byte          // the current line, at most keep bytes
-	line  int             // lines read so far, blank ones included
-	read  int64           // bytes of the input consumed by the lines read so far
-	seen  map[idKey]int32 // custom_id → the line that claimed it
-	eof   bool            // the input ended; the next Next returns io.EOF
-	err   error           // sticky: io.EOF or a read failure
-	start bool            // the byte order mark check is done
+	br     *bufio.Reader
+	opts   Options
+	keep   int    // bytes of a line kept: the limit plus a CRLF
+	buf    []byte // the current line, at most keep bytes
+	line   int    // lines read so far, blank ones included
+	read   int64  // bytes of the input consumed by the lines read so far
+	claims claims // custom_id → the line that claimed it
+	eof    bool   // the input ended; the next Next returns io.EOF
+	err    error  // sticky: io.EOF or a read failure
+	start  bool   // the byte order mark check is done
 }
 
 // NewReader returns a Reader of r.
@@ -74,10 +74,10 @@ func NewReader(r io.Reader, opts Options) *Reader {
 		opts.MaxLineBytes = DefaultMaxLineBytes
 	}
 	return &Reader{
-		br:   bufio.NewReaderSize(r, 64<<10),
-		opts: opts,
-		keep: opts.MaxLineBytes + 2,
-		seen: make(map[idKey]int32),
+		br:     bufio.NewReaderSize(r, 64<<10),
+		opts:   opts,
+		keep:   opts.MaxLineBytes + 2,
+		claims: make(claims),
 	}
 }
 
@@ -93,34 +93,25 @@ func (r *Reader) Offset() int64 { return r.read }
 // other errors only when reading the input fails; both repeat on later calls.
 func (r *Reader) Next() (Request, *LineError, error) {
 	for {
-		if r.err != nil {
-			return Request{}, nil, r.err
-		}
-		if !r.start {
-			r.start = true
-			if err := r.skipBOM(); err != nil {
-				r.err = fmt.Errorf("read line 1: %w", err)
-				continue
-			}
-		}
-		size, blank, err := r.readLine()
+		size, err := r.nextLine()
 		if err != nil {
-			if err != io.EOF {
-				err = fmt.Errorf("read line %d: %w", r.line+1, err)
-			}
-			r.err = err
-			continue
+			return Request{}, nil, err
 		}
-		r.line++
-		if blank {
-			continue
+		if size < 0 {
+			continue // blank
 		}
-		req, bad := r.parseLine(size)
+		req, bad := r.claims.settle(parse(r.kept(size), size, r.line, r.opts))
 		if bad != nil {
 			return Request{}, bad, nil
 		}
 		return req, nil, nil
 	}
+}
+
+// kept is the part of the current line that parse needs: all of it, or the
+// first MaxLineBytes bytes of a line over the limit.
+func (r *Reader) kept(size int64) []byte {
+	return r.buf[:min(size, int64(r.opts.MaxLineBytes))]
 }
 
 // skipBOM drops a UTF-8 byte order mark at the start of the input: editors on
@@ -202,65 +193,77 @@ func onlySpace(b []byte) bool {
 	return true
 }
 
-// parseLine validates the line in r.buf, of the given size. Checks run in a fixed
-// order and the first failure names the line: size, UTF-8, JSON, object,
-// custom_id, duplicate, then the request's form and fields.
-func (r *Reader) parseLine(size int64) (Request, *LineError) {
-	n := r.line
-	if size > int64(r.opts.MaxLineBytes) {
-		id := r.claimScanned(r.buf[:r.opts.MaxLineBytes], false)
-		return Request{}, r.bad(id, CodeLineTooLong, "line is %d bytes, over the limit of %d", size, r.opts.MaxLineBytes)
+// parsed is one line judged on its own, before its custom_id is claimed: the part
+// of the checks that needs no other line, so that lines can be parsed in parallel
+// and settled in input order.
+type parsed struct {
+	line int
+	req  Request
+	bad  *LineError
+	// id is the custom_id the line claims, "" when none could be read.
+	id string
+	// scanned: id was read from a line too broken to parse (too long, not UTF-8,
+	// not JSON). It claims the id for later lines but is never itself reported as
+	// the duplicate: its own problem is what the user has to fix first.
+	scanned bool
+}
+
+// parse validates one line, of the given size; b is the line, cut to MaxLineBytes
+// when it is longer. Checks run in a fixed order and the first failure names the
+// line: size, UTF-8, JSON, object, custom_id, duplicate (in settle), then the
+// request's form and fields.
+func parse(b []byte, size int64, n int, opts Options) parsed {
+	if size > int64(opts.MaxLineBytes) {
+		id := scannedID(b, false)
+		return parsed{line: n, id: id, scanned: true,
+			bad: badLine(n, id, CodeLineTooLong, "line is %d bytes, over the limit of %d", size, opts.MaxLineBytes)}
 	}
-	line := r.buf[:size]
-	if !utf8.Valid(line) {
-		id := r.claimScanned(line, true)
-		off := invalidUTF8Offset(line)
-		return Request{}, r.bad(id, CodeInvalidUTF8, "not valid UTF-8 (byte %d)", off+1)
+	if !utf8.Valid(b) {
+		id := scannedID(b, true)
+		off := invalidUTF8Offset(b)
+		return parsed{line: n, id: id, scanned: true, bad: badLine(n, id, CodeInvalidUTF8, "not valid UTF-8 (byte %d)", off+1)}
 	}
-	if !json.Valid(line) {
-		id := r.claimScanned(line, false)
-		return Request{}, r.bad(id, CodeInvalidJSON, "not valid JSON: %s", jsonErrorText(json.Unmarshal(line, new(json.RawMessage))))
+	if !json.Valid(b) {
+		id := scannedID(b, false)
+		return parsed{line: n, id: id, scanned: true,
+			bad: badLine(n, id, CodeInvalidJSON, "not valid JSON: %s", jsonErrorText(json.Unmarshal(b, new(json.RawMessage))))}
 	}
-	top, err := splitObject(line)
+	top, err := splitObject(b)
 	if err != nil {
-		return Request{}, r.bad("", CodeNotObject, "JSON %s, not an object", kindOf(line))
+		return parsed{line: n, bad: badLine(n, "", CodeNotObject, "JSON %s, not an object", kindOf(b))}
 	}
 
 	rawID, ok := top["custom_id"]
 	if !ok {
-		return Request{}, r.bad("", CodeMissingCustomID, "custom_id is missing")
+		return parsed{line: n, bad: badLine(n, "", CodeMissingCustomID, "custom_id is missing")}
 	}
 	var id string
 	if err := json.Unmarshal(rawID, &id); err != nil || id == "" {
-		return Request{}, r.bad("", CodeMissingCustomID, "custom_id must be a non-empty string, got %s", shortJSON(rawID))
-	}
-	if first, dup := r.claim(id, n); dup {
-		return Request{}, r.bad(id, CodeDuplicateCustomID, "custom_id %s already used on line %d", shortQuote(id), first)
+		return parsed{line: n, bad: badLine(n, "", CodeMissingCustomID, "custom_id must be a non-empty string, got %s", shortJSON(rawID))}
 	}
 
-	req, p := parseForm(top, r.opts)
+	req, p := parseForm(top, opts)
 	if p != nil {
-		return Request{}, r.bad(id, p.code, "%s", p.msg)
+		return parsed{line: n, id: id, bad: badLine(n, id, p.code, "%s", p.msg)}
 	}
 	req.CustomID = id
 	req.Line = n
-	return req, nil
+	return parsed{line: n, id: id, req: req}
 }
 
-// bad builds the LineError of the current line.
-func (r *Reader) bad(id, code, format string, args ...any) *LineError {
+// badLine builds the LineError of line n.
+func badLine(n int, id, code, format string, args ...any) *LineError {
 	return &LineError{
-		Line:     r.line,
+		Line:     n,
 		CustomID: id,
 		Code:     code,
-		Message:  fmt.Sprintf("line %d: ", r.line) + fmt.Sprintf(format, args...),
+		Message:  fmt.Sprintf("line %d: ", n) + fmt.Sprintf(format, args...),
 	}
 }
 
-// claimScanned reads the custom_id of a line that cannot be parsed whole (too
-// long, not UTF-8, broken JSON) and claims it when it is the first to use it. It
-// returns "" when no id could be read.
-func (r *Reader) claimScanned(b []byte, distrustReplacement bool) string {
+// scannedID reads the custom_id of a line that cannot be parsed whole (too long,
+// not UTF-8, broken JSON). It returns "" when no id could be read.
+func scannedID(b []byte, distrustReplacement bool) string {
 	id, ok := scanCustomID(b)
 	if !ok {
 		return ""
@@ -270,8 +273,24 @@ func (r *Reader) claimScanned(b []byte, distrustReplacement bool) string {
 	if distrustReplacement && strings.ContainsRune(id, utf8.RuneError) {
 		return ""
 	}
-	r.claim(id, r.line)
 	return id
+}
+
+// claims are the custom_ids seen so far, each with the line that claimed it.
+type claims map[idKey]int32
+
+// settle claims p's custom_id, in input order, and returns the line's outcome: a
+// line whose id an earlier line holds is CodeDuplicateCustomID, whatever else is
+// wrong with its request.
+func (c claims) settle(p parsed) (Request, *LineError) {
+	if p.id == "" {
+		return p.req, p.bad
+	}
+	first, dup := c.claim(p.id, p.line)
+	if dup && !p.scanned {
+		return Request{}, badLine(p.line, p.id, CodeDuplicateCustomID, "custom_id %s already used on line %d", shortQuote(p.id), first)
+	}
+	return p.req, p.bad
 }
 
 // idKey is a custom_id by its SHA-256, cut to 128 bits: the set of a million ids
@@ -280,13 +299,13 @@ func (r *Reader) claimScanned(b []byte, distrustReplacement bool) string {
 type idKey [16]byte
 
 // claim gives id to line unless an earlier line has it; then it says which.
-func (r *Reader) claim(id string, line int) (first int, dup bool) {
+func (c claims) claim(id string, line int) (first int, dup bool) {
 	sum := sha256.Sum256([]byte(id))
 	key := idKey(sum[:16])
-	if first, dup := r.seen[key]; dup {
+	if first, dup := c[key]; dup {
 		return int(first), true
 	}
-	r.seen[key] = int32(line)
+	c[key] = int32(line)
 	return 0, false
 }
 
