@@ -1,9 +1,7 @@
 package batchfile
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -117,9 +115,8 @@ type batch struct {
 	lines   []cutLine
 	parsed  []parsed
 	encoded [][]byte // the JSON line of each valid request, in encBuf
-	encBuf  bytes.Buffer
-	enc     *json.Encoder // of encBuf: one buffer a batch, reused, instead of one a line
-	err     error         // the read error after these lines: io.EOF at the end
+	encBuf  []byte   // one buffer a batch, reused, instead of one a line
+	err     error    // the read error after these lines: io.EOF at the end
 	done    chan struct{}
 }
 
@@ -154,26 +151,24 @@ func (b *batch) fill(r *Reader) bool {
 // parse judges each line of b on its own and encodes the valid ones.
 func (b *batch) parse(opts Options) {
 	b.parsed, b.encoded = b.parsed[:0], b.encoded[:0]
-	b.encBuf.Reset()
-	if b.enc == nil {
-		b.enc = json.NewEncoder(&b.encBuf)
-	}
+	b.encBuf = b.encBuf[:0]
 	ends := make([]int, 0, batchLines) // where each line's encoding ends in encBuf
 	for _, l := range b.lines {
 		p := parse(b.buf[l.from:l.to], l.size, l.no, opts)
 		if p.bad == nil {
-			if err := b.enc.Encode(p.req); err != nil { // not expected: a parsed request encodes
+			var err error
+			if b.encBuf, err = appendChunkLine(b.encBuf, p.req); err != nil { // not expected: a parsed request encodes
 				p.req, p.bad = Request{}, badLine(l.no, p.id, CodeInvalidRequest, "cannot encode the request: %v", err)
 			}
 		}
 		b.parsed = append(b.parsed, p)
-		ends = append(ends, b.encBuf.Len())
+		ends = append(ends, len(b.encBuf))
 	}
 	// Sliced once encBuf has stopped growing.
 	from := 0
 	for i, p := range b.parsed {
 		if p.bad == nil {
-			b.encoded = append(b.encoded, b.encBuf.Bytes()[from:ends[i]])
+			b.encoded = append(b.encoded, b.encBuf[from:ends[i]])
 		} else {
 			b.encoded = append(b.encoded, nil)
 		}

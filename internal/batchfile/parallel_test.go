@@ -60,6 +60,9 @@ func FuzzReadParallel(f *testing.F) {
 		f.Add([]byte(s), uint16(0), uint8(1))
 		f.Add([]byte(s), uint16(64), uint8(3))
 	}
+	// What encoding/json escapes in messages: <, >, & and U+2028, U+2029.
+	f.Add([]byte(`{"custom_id":"h","messages":[{"role":"user","content":"<a href='x'>&amp;`+"\u2028\u2029"+`</a> \u2028"}]}`), uint16(0), uint8(2))
+	f.Add([]byte(`{"custom_id":"rf","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"<&>","schema":{"type":"object"}}}}`), uint16(0), uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, limit uint16, workers uint8) {
 		opts := Options{MaxLineBytes: int(limit) % 4096, Model: "m"}
 		want, err := sequential(data, opts)
@@ -91,7 +94,7 @@ func manyLines(n int) []byte {
 		case i%71 == 0:
 			fmt.Fprintf(&b, `{"custom_id":"r%d","prompt":""}`+"\r\n", i-700) // bad request and maybe a duplicate: the duplicate wins
 		default:
-			fmt.Fprintf(&b, `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"q%d <b>"}],"max_tokens":%d}}`+"\n", i, i, i%50+1)
+			fmt.Fprintf(&b, `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"q%d <b> & `+"\u2028 \u2029 \\u2028"+`"}],"max_tokens":%d}}`+"\n", i, i, i%50+1)
 		}
 	}
 	b.WriteString(`{"custom_id":"last","prompt":"no newline"}`)
