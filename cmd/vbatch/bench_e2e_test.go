@@ -43,8 +43,9 @@ func TestBenchWritesSaneFigures(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Answered != 200 || r.Chunks != 8 || !r.Simulated {
-		t.Errorf("answered %d in %d chunks (simulated %v), want 200 in 8, simulated", r.Answered, r.Chunks, r.Simulated)
+	// Chunks of at most 25 lines, cut finer toward the end for the 2 engines.
+	if r.Answered != 200 || r.Chunks < 8 || !r.Simulated {
+		t.Errorf("answered %d in %d chunks (simulated %v), want 200 in 8 or more, simulated", r.Answered, r.Chunks, r.Simulated)
 	}
 	if r.Efficiency <= 0 || r.Efficiency > 1 || r.RunEfficiency <= 0 || r.RunEfficiency > r.Efficiency {
 		t.Errorf("efficiency %v, run efficiency %v: want 0 < run ≤ generation ≤ 1", r.Efficiency, r.RunEfficiency)
@@ -58,8 +59,8 @@ func TestBenchWritesSaneFigures(t *testing.T) {
 	if len(r.EngineFinishedS) != 2 || r.SpreadPct < 0 || r.SpreadPct > 100 {
 		t.Errorf("engines finished %v, spread %v %%: want both simulated GPUs, spread in [0, 100]", r.EngineFinishedS, r.SpreadPct)
 	}
-	if r.ChunkOverheadMs.Chunks != 8 || r.ChunkOverheadMs.Mean <= 0 {
-		t.Errorf("chunk overhead %+v: want a positive mean over 8 chunks", r.ChunkOverheadMs)
+	if r.ChunkOverheadMs.Chunks != r.Chunks || r.ChunkOverheadMs.Mean <= 0 {
+		t.Errorf("chunk overhead %+v: want a positive mean over all %d chunks", r.ChunkOverheadMs, r.Chunks)
 	}
 	if r.RSS.ControlBytes <= 0 || r.RSS.GPUBytes <= 0 || r.RSS.RunnerBytes <= 0 || r.RSS.Runners != 2 {
 		t.Errorf("peak RSS %+v: want every process measured, 2 engine processes", r.RSS)

@@ -42,8 +42,9 @@ func TestContinueAsNewKeepsEveryRequest(t *testing.T) {
 	if err := temporal.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Errors != 0 || res.Chunks != 30 {
-		t.Fatalf("result %+v: want %d answered in 30 chunks, completed", res, n)
+	// Chunks of at most 20 lines, cut finer toward the end: 30 or more.
+	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Errors != 0 || res.Chunks < 30 {
+		t.Fatalf("result %+v: want %d answered in 30 chunks or more, completed", res, n)
 	}
 	if want := "s3://" + stack.Bucket + "/continue/" + id + "/output.jsonl"; res.Output != want {
 		t.Errorf("output %s, want the first execution's folder %s", res.Output, want)
@@ -70,9 +71,9 @@ func TestContinueAsNewKeepsEveryRequest(t *testing.T) {
 			continued++
 		}
 	}
-	// 30 chunks, 8 per execution plus the ones still running when it drains: at
-	// least two hand-overs, at most three.
-	if continued < 2 || continued > 3 {
-		t.Errorf("%d executions continued as new, want 2 or 3 (of %d listed)", continued, len(executions.Executions))
+	// 8 chunks per execution plus the ones still running when it drains (at most
+	// 4): one hand-over per 8 to 12 chunks.
+	if lo, hi := (res.Chunks-1)/12, (res.Chunks-1)/8; continued < lo || continued > hi || continued < 2 {
+		t.Errorf("%d executions continued as new for %d chunks, want %d to %d (of %d listed)", continued, res.Chunks, lo, hi, len(executions.Executions))
 	}
 }

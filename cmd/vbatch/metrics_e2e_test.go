@@ -25,7 +25,7 @@ import (
 func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	const model, n, chunkSize = "e2e/metrics", 400, 50
 	// A slow simulated GPU, so that the run lasts long enough to be scraped mid-way.
-	_, gpu := startWorkers(t, model, 2, "--metrics-addr", "127.0.0.1:0", "--sim-tokens-per-second", "5000")
+	_, gpu := startWorkers(t, model, 2, "--metrics-addr", "127.0.0.1:0", "--sim-tokens-per-second", "5000", "--chunks-per-engine", "4")
 	url := regexp.MustCompile(`http://[0-9.:]+/metrics`).FindString(gpu.out.String())
 	if url == "" {
 		t.Fatalf("the worker did not log where it serves metrics:\n%s", tail(gpu.out.String(), 20))
@@ -44,7 +44,7 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	run, err := temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-metrics", TaskQueue: workflows.ControlTaskQueue},
-		workflows.WorkflowType, workflows.BatchInput{Input: input, Model: model, ChunkSize: chunkSize})
+		workflows.WorkflowType, workflows.BatchInput{Input: input, Model: model, ChunkSize: chunkSize, Engines: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +75,9 @@ func TestWorkerServesPrometheusMetrics(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Chunks != n/chunkSize {
-		t.Fatalf("result %+v, want %d answered in %d chunks", res, n, n/chunkSize)
+	// Plan cuts the tail finer, so there are at least n/chunkSize chunks.
+	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Chunks < n/chunkSize {
+		t.Fatalf("result %+v, want %d answered in %d chunks or more", res, n, n/chunkSize)
 	}
 
 	after := metricstest.Scrape(t, url)
