@@ -91,7 +91,7 @@ func TestStartFromTemporalUI(t *testing.T) {
 	// The page showed the progress table of a run under way: the model, the phase,
 	// chunks and requests done out of the totals, the throughput.
 	d := seen.CurrentDetails
-	chunks := regexp.MustCompile(`chunks\s+(\d+)\s+(\d+)\s+0\s+4\b`).FindStringSubmatch(d)
+	chunks := regexp.MustCompile(`chunks\s+(\d+)\s+(\d+)\s+0\s+(\d+)\b`).FindStringSubmatch(d)
 	requests := regexp.MustCompile(`requests\s+(\d+)\s+0\s+1000\b`).FindStringSubmatch(d)
 	if !strings.Contains(d, "vbatch · "+workflows.DefaultModel+" · generating") || chunks == nil || requests == nil ||
 		!strings.Contains(d, "tokens/s") {
@@ -120,8 +120,13 @@ func TestStartFromTemporalUI(t *testing.T) {
 	if err := temporal.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != workflows.StatusCompleted || res.Requests != n || res.Chunks != 4 || !res.Simulated {
-		t.Fatalf("result %+v: want %d requests in 4 chunks, completed, simulated", res, n)
+	if res.Status != workflows.StatusCompleted || res.Requests != n || !res.Simulated {
+		t.Fatalf("result %+v: want %d requests, completed, simulated", res, n)
+	}
+	// Plan cuts the tail finer than the default 256 lines: 4 chunks or more, and
+	// the page showed the plan's total.
+	if total, _ := strconv.Atoi(chunks[3]); res.Chunks < 4 || total != res.Chunks {
+		t.Errorf("the page showed %d chunks in all, the run had %d: want the same, at least 4", total, res.Chunks)
 	}
 	// Every custom_id of the input is in exactly one of output.jsonl and errors.jsonl.
 	count := map[string]int{}
