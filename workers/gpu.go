@@ -188,6 +188,9 @@ func (w *GPUWorker) Stop() {
 	w.stopMonitor()
 }
 
+// Engines is the number of engines this worker runs.
+func (w *GPUWorker) Engines() int { return len(w.pool.slots) }
+
 // Devices are the GPUs this worker found.
 func (w *GPUWorker) Devices() []gpu.Device { return w.devices }
 

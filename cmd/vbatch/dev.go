@@ -131,7 +131,7 @@ pipeline tokens/s over direct tokens/s.`,
 	f.IntVar(&o.maxTokens, "max-tokens", 2000, "max_tokens of every request")
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.BoolVar(&o.noSchema, "no-schema", false, "leave response_format out (engines that cannot enforce a schema)")
-	f.IntVar(&o.engines, "engines", 0, fmt.Sprintf("engines the plan cuts the tail for (default max in-flight chunks / 2 = %d)", workflows.DefaultMaxInFlightChunks/2))
+	f.IntVar(&o.engines, "engines", 0, "engines the plan cuts the tail for (default: the demo worker's engines)")
 	f.IntVar(&o.systemPrompts, "system-prompts", 1, "distinct system prompts in the workload, interleaved (for measuring the prefix cache)")
 	f.BoolVar(&o.keepInputOrder, "keep-input-order", false, "feed each chunk in input order, not grouped by prompt prefix (to measure what grouping gains)")
 	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
@@ -167,6 +167,10 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 		return res, err
 	}
 	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", o.n, res.Input, runID, env.engine)
+	if o.engines == 0 && env.workers != nil && env.workers.gpu != nil {
+		// The demo's own worker is the only one: Plan cuts the tail for its engines.
+		o.engines = env.workers.gpu.Engines()
+	}
 	in := workflows.BatchInput{Input: res.Input, Output: output, Model: model, ChunkSize: o.chunkSize,
 		Engines: o.engines, KeepInputOrder: o.keepInputOrder}
 	if err := a.submit(ctx, io.Discard, submitOptions{in: in, id: runID, wait: true}); err != nil {
