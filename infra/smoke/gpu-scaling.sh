@@ -14,12 +14,8 @@ results=${1:?results folder}
 n=${2:-1000}
 max_tokens=${3:-64}
 chunk=${4:-125}
-here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$results" "$here/bin"
-for f in vbatch temporal versitygw; do
-  [ -x "$here/bin/$f" ] || { xz -dc "$here/$f.xz" > "$here/bin/$f"; chmod +x "$here/bin/$f"; }
-done
-export VBATCH_BIN_DIR="$here/bin" PYTHONUNBUFFERED=1
+mkdir -p "$results"
+source "$(dirname "$0")/unpack.sh"
 cd "$(mktemp -d)"
 "$VBATCH_BIN_DIR/vbatch" gpus | tee "$results/host.txt"
 run() { # NAME EXTRA-FLAGS...

@@ -16,12 +16,8 @@ n=${2:-500}
 max_tokens=${3:-64}
 order=()
 [ "${4:-}" = direct-first ] && order=(--direct-first)
-here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$results" "$here/bin"
-for f in vbatch temporal versitygw; do
-  [ -x "$here/bin/$f" ] || { xz -dc "$here/$f.xz" > "$here/bin/$f"; chmod +x "$here/bin/$f"; }
-done
-export VBATCH_BIN_DIR="$here/bin" PYTHONUNBUFFERED=1
+mkdir -p "$results"
+source "$(dirname "$0")/unpack.sh"
 work=$(mktemp -d)
 cd "$work"
 {

@@ -17,12 +17,8 @@
 set -euo pipefail
 results=${1:?results folder}
 set_name=${2:?set: targets, memory or million}
-here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$results" "$here/bin"
-for f in vbatch temporal versitygw; do
-  [ -x "$here/bin/$f" ] || { xz -dc "$here/$f.xz" > "$here/bin/$f"; chmod +x "$here/bin/$f"; }
-done
-export VBATCH_BIN_DIR="$here/bin" PYTHONUNBUFFERED=1
+mkdir -p "$results"
+source "$(dirname "$0")/unpack.sh"
 cd "$(mktemp -d)"
 nproc > "$results/host.txt"
 bench() { # NAME ARGS...
