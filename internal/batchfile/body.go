@@ -23,8 +23,9 @@ var bodyKeys = map[string]bool{
 
 // parseBody validates a request body into a Request. kind is fixed by the line's
 // url, or "" when the body alone tells (short form, or no url); where prefixes
-// field names in messages ("body." in the Batch form).
-func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Options) (Request, *problem) {
+// field names in messages ("body." in the Batch form); shape is the line's. The
+// Request's messages and response_format may be the line's own bytes.
+func parseBody(body map[string]json.RawMessage, kind Kind, where string, shape *shape, opts Options) (Request, *problem) {
 	if p := unsupported(body, where, bodyKeys); p != nil {
 		return Request{}, p
 	}
@@ -39,7 +40,7 @@ func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Op
 	}
 	if raw, ok := given(body, "model"); ok {
 		var model string
-		if err := json.Unmarshal(raw, &model); err != nil {
+		if err := decodeString(raw, &model); err != nil {
 			return Request{}, invalid("%smodel must be a string, got %s", where, shortJSON(raw))
 		}
 		if opts.Model != "" && model != "" && model != opts.Model {
@@ -49,12 +50,12 @@ func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Op
 	}
 	if raw, ok := given(body, "user"); ok {
 		var user string
-		if err := json.Unmarshal(raw, &user); err != nil {
+		if err := decodeString(raw, &user); err != nil {
 			return Request{}, invalid("%suser must be a string, got %s", where, shortJSON(raw))
 		}
 	}
 	if raw, ok := given(body, "metadata"); ok {
-		if _, err := splitObject(raw); err != nil {
+		if _, err := splitObject(raw, shape); err != nil {
 			return Request{}, invalid("%smetadata must be an object, got %s", where, shortJSON(raw))
 		}
 	}
@@ -83,14 +84,14 @@ func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Op
 	req := Request{Kind: kind}
 	var p *problem
 	if kind == KindChat {
-		req.Messages, p = parseMessages(messages, where)
+		req.Messages, p = parseMessages(messages, where, shape)
 	} else {
 		req.Prompt, p = parsePrompt(prompt, where)
 	}
 	if p != nil {
 		return Request{}, p
 	}
-	if req.Sampling, p = parseSampling(body, kind, where); p != nil {
+	if req.Sampling, p = parseSampling(body, kind, where, shape); p != nil {
 		return Request{}, p
 	}
 	// Judged on the line alone, before the defaults: the line's own fields must
@@ -109,9 +110,9 @@ func parseBody(body map[string]json.RawMessage, kind Kind, where string, opts Op
 
 // parseMessages checks a chat messages array and returns it compacted: it is
 // passed to the engine as given, so every message needs a role and content the
-// chat template can render.
-func parseMessages(raw json.RawMessage, where string) (json.RawMessage, *problem) {
-	msgs, err := splitArray(raw)
+// chat template can render. shape is the line's.
+func parseMessages(raw json.RawMessage, where string, shape *shape) (json.RawMessage, *problem) {
+	msgs, err := splitArray(raw, shape)
 	if err != nil {
 		return nil, invalid("%smessages must be an array of message objects, got %s", where, shortJSON(raw))
 	}
@@ -120,7 +121,7 @@ func parseMessages(raw json.RawMessage, where string) (json.RawMessage, *problem
 	}
 	empty := true
 	for i, m := range msgs {
-		msg, err := splitObject(m)
+		msg, err := splitObject(m, shape)
 		if err != nil {
 			return nil, invalid("%smessages[%d] must be an object, got %s", where, i, shortJSON(m))
 		}
@@ -137,13 +138,13 @@ func parseMessages(raw json.RawMessage, where string) (json.RawMessage, *problem
 			empty = empty && string(content) == `""`
 			continue
 		}
-		parts, err := splitArray(content)
+		parts, err := splitArray(content, shape)
 		if err != nil {
 			return nil, invalid("%smessages[%d].content must be a string or an array of content parts, got %s",
 				where, i, shortJSON(content))
 		}
 		for j, part := range parts {
-			fields, err := splitObject(part)
+			fields, err := splitObject(part, shape)
 			if typ := fields["type"]; err != nil || len(typ) == 0 || typ[0] != '"' || string(typ) == `""` {
 				return nil, invalid("%smessages[%d].content[%d] must be an object with a type", where, i, j)
 			}
@@ -153,8 +154,8 @@ func parseMessages(raw json.RawMessage, where string) (json.RawMessage, *problem
 	if empty {
 		return nil, &problem{CodeEmptyPrompt, fmt.Sprintf("every message of %smessages is empty", where)}
 	}
-	if isCompact(raw) {
-		return bytes.Clone(raw), nil // raw is the reader's line buffer, reused for the next line
+	if shape.isCompact(raw) {
+		return raw, nil
 	}
 	var out bytes.Buffer
 	if err := json.Compact(&out, raw); err != nil {
@@ -167,7 +168,7 @@ func parseMessages(raw json.RawMessage, where string) (json.RawMessage, *problem
 // with several prompts asks for several answers, which a line cannot carry.
 func parsePrompt(raw json.RawMessage, where string) (string, *problem) {
 	var prompt string
-	if err := json.Unmarshal(raw, &prompt); err != nil {
+	if err := decodeString(raw, &prompt); err != nil {
 		var list []string
 		if err := json.Unmarshal(raw, &list); err != nil {
 			return "", invalid("%sprompt must be a string, got %s", where, shortJSON(raw))
@@ -189,9 +190,9 @@ func parsePrompt(raw json.RawMessage, where string) (string, *problem) {
 
 // parseSampling reads the sampling fields of a body, checking each one's type and
 // range; fields checked in a fixed order so a line always gets the same message.
-func parseSampling(body map[string]json.RawMessage, kind Kind, where string) (Sampling, *problem) {
+func parseSampling(body map[string]json.RawMessage, kind Kind, where string, shape *shape) (Sampling, *problem) {
 	var s Sampling
-	f := fields{body: body, where: where}
+	f := fields{body: body, where: where, shape: shape}
 
 	maxTokens := f.integer("max_tokens", 1, math.MaxInt32)
 	maxCompletion := f.integer("max_completion_tokens", 1, math.MaxInt32)
@@ -281,6 +282,7 @@ func withDefaults(s, d Sampling) Sampling {
 type fields struct {
 	body  map[string]json.RawMessage
 	where string
+	shape *shape // the line's
 	p     *problem
 }
 
@@ -311,7 +313,7 @@ func (f *fields) number(name string, lo, hi float64) *float64 {
 		return nil
 	}
 	var v float64
-	if err := json.Unmarshal(raw, &v); err != nil || math.IsNaN(v) || v < lo || v > hi {
+	if err := decodeFloat(raw, &v); err != nil || math.IsNaN(v) || v < lo || v > hi {
 		f.fail(name, raw, floatRange(lo, hi))
 		return nil
 	}
@@ -354,25 +356,25 @@ func (f *fields) responseFormat() json.RawMessage {
 	if !ok || f.p != nil {
 		return nil
 	}
-	rf, err := splitObject(raw)
+	rf, err := splitObject(raw, f.shape)
 	if err != nil {
 		f.fail("response_format", raw, "an object")
 		return nil
 	}
 	var typ string
-	if err := json.Unmarshal(rf["type"], &typ); err != nil || !slices.Contains(responseFormats, typ) {
+	if err := decodeString(rf["type"], &typ); err != nil || !slices.Contains(responseFormats, typ) {
 		f.fail("response_format.type", rf["type"], `"text", "json_object" or "json_schema"`)
 		return nil
 	}
 	if typ == "json_schema" {
-		js, err := splitObject(rf["json_schema"])
+		js, err := splitObject(rf["json_schema"], f.shape)
 		if err != nil || kindOf(js["schema"]) != "object" {
 			f.fail("response_format.json_schema", rf["json_schema"], "an object with a schema object")
 			return nil
 		}
 	}
-	if isCompact(raw) {
-		return bytes.Clone(raw)
+	if f.shape.isCompact(raw) {
+		return raw
 	}
 	var out bytes.Buffer
 	if err := json.Compact(&out, raw); err != nil {
@@ -388,7 +390,7 @@ func parseInteger(raw json.RawMessage) (int64, bool) {
 		return v, true
 	}
 	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+	if err := decodeFloat(raw, &f); err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
 		return 0, false
 	}
 	return int64(f), true

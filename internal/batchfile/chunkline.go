@@ -1,13 +1,17 @@
 package batchfile
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+)
 
 // appendChunkLine appends req, as parse returns it, as a line of a chunk object,
 // newline included: byte for byte what json.Encoder writes (FuzzReadParallel checks
 // it), but messages, which parseMessages has already compacted, are only
 // HTML-escaped as the encoder would, not compacted again (that took a third of the
 // encoding's time); response_format likewise. Completions go through encoding/json.
-func appendChunkLine(dst []byte, req Request) ([]byte, error) {
+// shape is that of the line req was parsed from, or nil.
+func appendChunkLine(dst []byte, req Request, shape *shape) ([]byte, error) {
 	if req.Kind != KindChat || len(req.Messages) == 0 || req.Prompt != "" {
 		b, err := json.Marshal(req)
 		if err != nil {
@@ -26,7 +30,7 @@ func appendChunkLine(dst []byte, req Request) ([]byte, error) {
 	// response_format, the last field of Sampling, is spliced in the same way when
 	// compact (a run's default may not be).
 	sampling, format := req.Sampling, req.Sampling.ResponseFormat
-	if isCompact(format) {
+	if shape.isCompact(format) {
 		sampling.ResponseFormat = nil
 	} else {
 		format = nil
@@ -57,6 +61,9 @@ func appendChunkLine(dst []byte, req Request) ([]byte, error) {
 // escaped, as encoding/json escapes a json.RawMessage (in valid compact JSON they
 // can only stand inside strings).
 func appendHTMLEscaped(dst, src []byte) []byte {
+	if !needsHTMLEscape(src) {
+		return append(dst, src...)
+	}
 	const hex = "0123456789abcdef"
 	start := 0
 	for i := 0; i < len(src); i++ {
@@ -73,4 +80,12 @@ func appendHTMLEscaped(dst, src []byte) []byte {
 		}
 	}
 	return append(dst, src[start:]...)
+}
+
+// needsHTMLEscape reports whether src may hold a byte that appendHTMLEscaped
+// escapes (0xE2 starts U+2028 and U+2029): most prompts hold none, and four
+// searches of the bytes cost less than one pass of the loop above.
+func needsHTMLEscape(src []byte) bool {
+	return bytes.IndexByte(src, '<') >= 0 || bytes.IndexByte(src, '>') >= 0 ||
+		bytes.IndexByte(src, '&') >= 0 || bytes.IndexByte(src, 0xE2) >= 0
 }

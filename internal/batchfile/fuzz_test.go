@@ -185,7 +185,38 @@ func FuzzSplit(f *testing.F) {
 		}
 		var wantObj map[string]json.RawMessage
 		objErr := json.Unmarshal(data, &wantObj)
-		gotObj, err := splitObject(data)
+		// Without the line's shape, and with it.
+		var sh shape
+		if !validJSON(data, &sh) {
+			t.Fatalf("validJSON rejects %q", data)
+		}
+		for _, s := range []*shape{nil, &sh} {
+			checkSplit(t, data, s, wantObj, objErr)
+		}
+		var compact bytes.Buffer
+		_ = json.Compact(&compact, data)
+		if isCompact(data) != bytes.Equal(compact.Bytes(), data) {
+			t.Fatalf("isCompact %v for %q", isCompact(data), data)
+		}
+		// The decoders' short cuts, on a value as split from a line.
+		value := bytes.TrimSpace(data)
+		var gotS, wantS string
+		gotErr, wantErr := decodeString(value, &gotS), json.Unmarshal(value, &wantS)
+		if (gotErr == nil) != (wantErr == nil) || gotS != wantS {
+			t.Fatalf("decodeString(%q) = %q, %v; encoding/json %q, %v", value, gotS, gotErr, wantS, wantErr)
+		}
+		var gotF, wantF float64
+		gotErr, wantErr = decodeFloat(value, &gotF), json.Unmarshal(value, &wantF)
+		if (gotErr == nil) != (wantErr == nil) || gotF != wantF {
+			t.Fatalf("decodeFloat(%q) = %v, %v; encoding/json %v, %v", value, gotF, gotErr, wantF, wantErr)
+		}
+	})
+}
+
+func checkSplit(t *testing.T, data []byte, s *shape, wantObj map[string]json.RawMessage, objErr error) {
+	t.Helper()
+	{
+		gotObj, err := splitObject(data, s)
 		if (err == nil) != (objErr == nil && wantObj != nil) {
 			t.Fatalf("splitObject error %v, encoding/json error %v", err, objErr)
 		}
@@ -201,7 +232,7 @@ func FuzzSplit(f *testing.F) {
 		}
 		var wantArr []json.RawMessage
 		arrErr := json.Unmarshal(data, &wantArr)
-		gotArr, err := splitArray(data)
+		gotArr, err := splitArray(data, s)
 		if (err == nil) != (arrErr == nil && wantArr != nil) {
 			t.Fatalf("splitArray error %v, encoding/json error %v", err, arrErr)
 		}
@@ -209,11 +240,18 @@ func FuzzSplit(f *testing.F) {
 			if !bytes.Equal(gotArr[i], bytes.TrimSpace(wantArr[i])) {
 				t.Fatalf("element %d: %q, want %q", i, gotArr[i], wantArr[i])
 			}
+			// A level down, as parse splits the body and the messages.
+			var wantElem map[string]json.RawMessage
+			elemErr := json.Unmarshal(gotArr[i], &wantElem)
+			gotElem, err := splitObject(gotArr[i], s)
+			if (err == nil) != (elemErr == nil && wantElem != nil) || len(gotElem) != len(wantElem) {
+				t.Fatalf("element %d: splitObject %v (%v), encoding/json %v (%v)", i, gotElem, err, wantElem, elemErr)
+			}
+			for k, v := range wantElem {
+				if !bytes.Equal(gotElem[k], bytes.TrimSpace(v)) {
+					t.Fatalf("element %d, member %q: %q, want %q", i, k, gotElem[k], v)
+				}
+			}
 		}
-		var compact bytes.Buffer
-		_ = json.Compact(&compact, data)
-		if isCompact(data) != bytes.Equal(compact.Bytes(), data) {
-			t.Fatalf("isCompact %v for %q", isCompact(data), data)
-		}
-	})
+	}
 }

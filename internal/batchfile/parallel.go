@@ -10,6 +10,8 @@ import (
 // Item is one non-blank input line as ReadParallel hands it over, in input order:
 // a valid Request, or a bad line.
 type Item struct {
+	// Request's Messages and Sampling.ResponseFormat may be bytes of the input
+	// that a later batch overwrites: copy them to keep them past the call.
 	Request Request
 	Bad     *LineError
 	// Offset is how many bytes of the input the lines up to this one took, as
@@ -116,6 +118,7 @@ type batch struct {
 	parsed  []parsed
 	encoded [][]byte // the JSON line of each valid request, in encBuf
 	encBuf  []byte   // one buffer a batch, reused, instead of one a line
+	shape   shape    // of the line being parsed
 	err     error    // the read error after these lines: io.EOF at the end
 	done    chan struct{}
 }
@@ -154,10 +157,10 @@ func (b *batch) parse(opts Options) {
 	b.encBuf = b.encBuf[:0]
 	ends := make([]int, 0, batchLines) // where each line's encoding ends in encBuf
 	for _, l := range b.lines {
-		p := parse(b.buf[l.from:l.to], l.size, l.no, opts)
+		p := parse(b.buf[l.from:l.to], l.size, l.no, opts, &b.shape)
 		if p.bad == nil {
 			var err error
-			if b.encBuf, err = appendChunkLine(b.encBuf, p.req); err != nil { // not expected: a parsed request encodes
+			if b.encBuf, err = appendChunkLine(b.encBuf, p.req, &b.shape); err != nil { // not expected: a parsed request encodes
 				p.req, p.bad = Request{}, badLine(l.no, p.id, CodeInvalidRequest, "cannot encode the request: %v", err)
 			}
 		}

@@ -46,7 +46,7 @@ func sequential(data []byte, opts Options) ([]lineResult, error) {
 func parallel(src io.Reader, opts Options, workers int) ([]lineResult, error) {
 	var out []lineResult
 	err := ReadParallel(context.Background(), src, opts, workers, func(it *Item) error {
-		out = append(out, lineResult{Request: it.Request, Bad: it.Bad, Offset: it.Offset, Encoded: string(it.Encoded)})
+		out = append(out, lineResult{Request: it.Request.owned(), Bad: it.Bad, Offset: it.Offset, Encoded: string(it.Encoded)})
 		return nil
 	})
 	return out, err

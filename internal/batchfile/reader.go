@@ -63,6 +63,7 @@ type Reader struct {
 	line   int    // lines read so far, blank ones included
 	read   int64  // bytes of the input consumed by the lines read so far
 	claims claims // custom_id → the line that claimed it
+	shape  shape  // of the current line
 	eof    bool   // the input ended; the next Next returns io.EOF
 	err    error  // sticky: io.EOF or a read failure
 	start  bool   // the byte order mark check is done
@@ -100,12 +101,20 @@ func (r *Reader) Next() (Request, *LineError, error) {
 		if size < 0 {
 			continue // blank
 		}
-		req, bad := r.claims.settle(parse(r.kept(size), size, r.line, r.opts))
+		req, bad := r.claims.settle(parse(r.kept(size), size, r.line, r.opts, &r.shape))
 		if bad != nil {
 			return Request{}, bad, nil
 		}
-		return req, nil, nil
+		return req.owned(), nil, nil
 	}
+}
+
+// owned is req with its own copy of the bytes parse may have left in the line
+// buffer, which the next line overwrites.
+func (req Request) owned() Request {
+	req.Messages = bytes.Clone(req.Messages)
+	req.Sampling.ResponseFormat = bytes.Clone(req.Sampling.ResponseFormat)
+	return req
 }
 
 // kept is the part of the current line that parse needs: all of it, or the
@@ -209,10 +218,11 @@ type parsed struct {
 }
 
 // parse validates one line, of the given size; b is the line, cut to MaxLineBytes
-// when it is longer. Checks run in a fixed order and the first failure names the
+// when it is longer. shape is the caller's, reused from line to line. The
+// Request's messages and response_format may be bytes of b. Checks run in a fixed order and the first failure names the
 // line: size, UTF-8, JSON, object, custom_id, duplicate (in settle), then the
 // request's form and fields.
-func parse(b []byte, size int64, n int, opts Options) parsed {
+func parse(b []byte, size int64, n int, opts Options, shape *shape) parsed {
 	if size > int64(opts.MaxLineBytes) {
 		id := scannedID(b, false)
 		return parsed{line: n, id: id, scanned: true,
@@ -223,12 +233,12 @@ func parse(b []byte, size int64, n int, opts Options) parsed {
 		off := invalidUTF8Offset(b)
 		return parsed{line: n, id: id, scanned: true, bad: badLine(n, id, CodeInvalidUTF8, "not valid UTF-8 (byte %d)", off+1)}
 	}
-	if !json.Valid(b) {
+	if !validJSON(b, shape) {
 		id := scannedID(b, false)
 		return parsed{line: n, id: id, scanned: true,
 			bad: badLine(n, id, CodeInvalidJSON, "not valid JSON: %s", jsonErrorText(json.Unmarshal(b, new(json.RawMessage))))}
 	}
-	top, err := splitObject(b)
+	top, err := splitObject(b, shape)
 	if err != nil {
 		return parsed{line: n, bad: badLine(n, "", CodeNotObject, "JSON %s, not an object", kindOf(b))}
 	}
@@ -238,11 +248,11 @@ func parse(b []byte, size int64, n int, opts Options) parsed {
 		return parsed{line: n, bad: badLine(n, "", CodeMissingCustomID, "custom_id is missing")}
 	}
 	var id string
-	if err := json.Unmarshal(rawID, &id); err != nil || id == "" {
+	if err := decodeString(rawID, &id); err != nil || id == "" {
 		return parsed{line: n, bad: badLine(n, "", CodeMissingCustomID, "custom_id must be a non-empty string, got %s", shortJSON(rawID))}
 	}
 
-	req, p := parseForm(top, opts)
+	req, p := parseForm(top, shape, opts)
 	if p != nil {
 		return parsed{line: n, id: id, bad: badLine(n, id, p.code, "%s", p.msg)}
 	}
@@ -391,7 +401,7 @@ func invalid(format string, args ...any) *problem {
 
 // parseForm tells the OpenAI Batch form ({custom_id, method, url, body}) from the
 // short forms ({custom_id, messages|prompt, sampling fields}) and validates either.
-func parseForm(top map[string]json.RawMessage, opts Options) (Request, *problem) {
+func parseForm(top map[string]json.RawMessage, shape *shape, opts Options) (Request, *problem) {
 	_, hasBody := top["body"]
 	_, hasURL := top["url"]
 	_, hasMethod := top["method"]
@@ -402,7 +412,7 @@ func parseForm(top map[string]json.RawMessage, opts Options) (Request, *problem)
 				body[k] = v
 			}
 		}
-		return parseBody(body, "", "", opts)
+		return parseBody(body, "", "", shape, opts)
 	}
 
 	if p := unsupported(top, "", batchKeys); p != nil {
@@ -410,14 +420,14 @@ func parseForm(top map[string]json.RawMessage, opts Options) (Request, *problem)
 	}
 	if raw, ok := given(top, "method"); ok {
 		var m string
-		if err := json.Unmarshal(raw, &m); err != nil || m != "POST" {
+		if err := decodeString(raw, &m); err != nil || m != "POST" {
 			return Request{}, &problem{CodeInvalidMethod, fmt.Sprintf("method must be \"POST\", got %s", shortJSON(raw))}
 		}
 	}
 	var kind Kind // "" when url is left out: the body tells
 	if raw, ok := given(top, "url"); ok {
 		var u string
-		_ = json.Unmarshal(raw, &u)
+		_ = decodeString(raw, &u)
 		switch u {
 		case URLChatCompletions:
 			kind = KindChat
@@ -432,11 +442,11 @@ func parseForm(top map[string]json.RawMessage, opts Options) (Request, *problem)
 	if !ok {
 		return Request{}, &problem{CodeEmptyPrompt, "body is missing, so there is no prompt"}
 	}
-	body, err := splitObject(raw)
+	body, err := splitObject(raw, shape)
 	if err != nil {
 		return Request{}, invalid("body must be an object, got %s", shortJSON(raw))
 	}
-	return parseBody(body, kind, "body.", opts)
+	return parseBody(body, kind, "body.", shape, opts)
 }
 
 // batchKeys are the top-level keys of the OpenAI Batch form.
