@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -111,7 +112,14 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	return res, nil
 }
 
-// planner writes chunk objects one after another.
+// chunkUploads is how many chunk objects may still be uploading while the next
+// one is written. Closing a chunk object is a round trip to the store (its
+// PutObject, when it is under a part) that Plan used to wait for chunk after
+// chunk, with every core idle; each upload in flight holds its chunk's bytes.
+const chunkUploads = 4
+
+// planner writes chunk objects one after another and closes them in the
+// background, up to chunkUploads at once.
 type planner struct {
 	ctx                context.Context
 	store              blob.Store
@@ -126,6 +134,11 @@ type planner struct {
 	buf     *bufio.Writer
 	errs    blob.Writer
 	errsBuf *bufio.Writer
+
+	uploads   chan struct{} // a slot for each chunk closing, up to chunkUploads
+	uploading sync.WaitGroup
+	uploadMu  sync.Mutex
+	uploadErr error // the first chunk that failed to close
 }
 
 // add appends req, encoded as its chunk line, to the current chunk; offset is where
@@ -162,12 +175,35 @@ func (p *planner) closeChunk() error {
 	if err := p.buf.Flush(); err != nil {
 		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
 	}
-	if err := p.w.Close(); err != nil {
-		return fmt.Errorf("close chunk %d: %w", p.cur.Index, err)
+	if err := p.failedUpload(); err != nil {
+		return err
 	}
+	if p.uploads == nil {
+		p.uploads = make(chan struct{}, chunkUploads)
+	}
+	p.uploads <- struct{}{}
+	p.uploading.Add(1)
+	go func(w blob.Writer, idx int) {
+		defer p.uploading.Done()
+		defer func() { <-p.uploads }()
+		if err := w.Close(); err != nil {
+			p.uploadMu.Lock()
+			if p.uploadErr == nil {
+				p.uploadErr = fmt.Errorf("close chunk %d: %w", idx, err)
+			}
+			p.uploadMu.Unlock()
+		}
+	}(p.w, p.cur.Index)
 	p.chunks = append(p.chunks, *p.cur)
 	p.cur, p.w = nil, nil
 	return nil
+}
+
+// failedUpload is the error of the first chunk that failed to close so far.
+func (p *planner) failedUpload() error {
+	p.uploadMu.Lock()
+	defer p.uploadMu.Unlock()
+	return p.uploadErr
 }
 
 func (p *planner) reject(layout run.Layout, bad *batchfile.LineError) error {
@@ -186,6 +222,10 @@ func (p *planner) finish() error {
 	if err := p.closeChunk(); err != nil {
 		return err
 	}
+	p.uploading.Wait()
+	if err := p.failedUpload(); err != nil {
+		return err
+	}
 	if err := p.errsBuf.Flush(); err != nil {
 		return fmt.Errorf("write plan errors: %w", err)
 	}
@@ -197,8 +237,10 @@ func (p *planner) finish() error {
 	return nil
 }
 
-// abort drops the objects still open after a failure.
+// abort drops the objects still open after a failure, once the chunks being
+// closed are.
 func (p *planner) abort() {
+	p.uploading.Wait()
 	if p.w != nil {
 		_ = p.w.Abort()
 	}

@@ -3,9 +3,14 @@ package activities
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/testsuite"
@@ -43,5 +48,122 @@ func BenchmarkPlan(b *testing.B) {
 		var res PlanResult
 		require.NoError(b, val.Get(&res))
 		require.Equal(b, 20_000, res.Valid)
+	}
+}
+
+// slowCloseStore makes closing an object slow, as an S3 PutObject is, fails the
+// close of one object, and counts the closes still under way when the manifest
+// is created.
+type slowCloseStore struct {
+	blob.Store
+	delay    time.Duration
+	fail     string // the URI whose Close fails
+	manifest string
+	closing  *atomic.Int32
+	// closingAtManifest: closes under way when the manifest was created.
+	closingAtManifest *atomic.Int32
+}
+
+func (s slowCloseStore) Create(ctx context.Context, uri string) (blob.Writer, error) {
+	if uri == s.manifest {
+		s.closingAtManifest.Store(s.closing.Load())
+	}
+	w, err := s.Store.Create(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	return slowCloseWriter{Writer: w, store: s, fail: uri == s.fail}, nil
+}
+
+type slowCloseWriter struct {
+	blob.Writer
+	store slowCloseStore
+	fail  bool
+}
+
+func (w slowCloseWriter) Close() error {
+	w.store.closing.Add(1)
+	defer w.store.closing.Add(-1)
+	time.Sleep(w.store.delay)
+	if w.fail {
+		_ = w.Writer.Abort()
+		return errors.New("connection reset")
+	}
+	return w.Writer.Close()
+}
+
+// planSlowStore plans n short lines in chunks of at most 10 through a
+// slowCloseStore whose close of chunk failChunk fails (none when negative).
+func planSlowStore(t *testing.T, n int, failChunk int) (slowCloseStore, run.Layout, PlanResult, error) {
+	t.Helper()
+	files, err := blob.New(context.Background(), blob.Config{})
+	require.NoError(t, err)
+	dir := "file://" + filepath.ToSlash(t.TempDir())
+	layout := run.NewLayout(dir, "run1")
+	store := slowCloseStore{Store: files, delay: 5 * time.Millisecond, manifest: layout.Manifest(),
+		closing: new(atomic.Int32), closingAtManifest: new(atomic.Int32)}
+	if failChunk >= 0 {
+		store.fail = layout.Chunk(failChunk)
+	}
+	var in bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&in, `{"custom_id":"r%d","prompt":"p"}`+"\n", i+1)
+	}
+	w, err := files.Create(context.Background(), dir+"/in.jsonl")
+	require.NoError(t, err)
+	_, err = w.Write(in.Bytes())
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	c := &Control{Store: store}
+	env.RegisterActivity(c)
+	val, err := env.ExecuteActivity(c.Plan, PlanInput{Run: layout, Input: dir + "/in.jsonl", Model: "m", ChunkSize: 10})
+	var res PlanResult
+	if err == nil {
+		require.NoError(t, val.Get(&res))
+	}
+	return store, layout, res, err
+}
+
+// Chunk objects are closed in the background while the next ones are written:
+// the manifest is written once every one has closed, and each holds exactly its
+// lines.
+func TestPlanChunksAreCompleteWhenClosedInTheBackground(t *testing.T) {
+	store, layout, res, err := planSlowStore(t, 200, -1)
+	require.NoError(t, err)
+	require.Greater(t, len(res.Chunks), 2*chunkUploads)
+	require.Zero(t, store.closingAtManifest.Load(), "chunks still closing when the manifest was written")
+	next := 1
+	for _, ch := range res.Chunks {
+		r, err := store.Open(context.Background(), layout.Chunk(ch.Index))
+		require.NoError(t, err)
+		b, err := io.ReadAll(r)
+		require.NoError(t, err)
+		require.NoError(t, r.Close())
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		require.Len(t, lines, ch.Requests, "chunk %d", ch.Index)
+		for _, l := range lines {
+			require.Contains(t, l, fmt.Sprintf(`"custom_id":"r%d"`, next), "chunk %d", ch.Index)
+			next++
+		}
+	}
+	require.Equal(t, 201, next)
+}
+
+// A chunk that fails to close fails Plan, naming the chunk, and no manifest is
+// written: the run never starts on a plan with a chunk missing. The last chunk
+// fails while nothing is left to write.
+func TestPlanFailsWhenAChunkFailsToClose(t *testing.T) {
+	_, _, ok, err := planSlowStore(t, 200, -1)
+	require.NoError(t, err)
+	last := len(ok.Chunks) - 1
+	for _, chunk := range []int{3, last} {
+		store, layout, _, err := planSlowStore(t, 200, chunk)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), fmt.Sprintf("close chunk %d: connection reset", chunk))
+		_, err = store.Stat(context.Background(), layout.Manifest())
+		require.ErrorIs(t, err, blob.ErrNotFound)
 	}
 }
