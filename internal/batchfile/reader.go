@@ -218,10 +218,10 @@ type parsed struct {
 }
 
 // parse validates one line, of the given size; b is the line, cut to MaxLineBytes
-// when it is longer. shape is the caller's, reused from line to line. The
-// Request's messages and response_format may be bytes of b. Checks run in a fixed order and the first failure names the
+// when it is longer. Checks run in a fixed order and the first failure names the
 // line: size, UTF-8, JSON, object, custom_id, duplicate (in settle), then the
-// request's form and fields.
+// request's form and fields. shape is the caller's, reused from line to line; the
+// Request's messages and response_format may be bytes of b.
 func parse(b []byte, size int64, n int, opts Options, shape *shape) parsed {
 	if size > int64(opts.MaxLineBytes) {
 		id := scannedID(b, false)

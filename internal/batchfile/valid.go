@@ -1,9 +1,11 @@
 package batchfile
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"math/bits"
+	"slices"
 )
 
 // Validating a line. json.Valid runs encoding/json's scanner, a function call per
@@ -130,20 +132,12 @@ func (s *shape) end(b []byte, i int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	at := off + i
-	lo, hi := 0, len(s.spans)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if s.spans[m].start < at {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	if lo == len(s.spans) || s.spans[lo].start != at || s.spans[lo].end < 0 {
+	// The spans were recorded as the scan met them: in order of their starts.
+	k, found := slices.BinarySearchFunc(s.spans, off+i, func(sp span, at int) int { return cmp.Compare(sp.start, at) })
+	if !found || s.spans[k].end < 0 {
 		return 0, false
 	}
-	return s.spans[lo].end - off, true
+	return s.spans[k].end - off, true
 }
 
 // memberStart reads an object's key and colon from b[i] and returns where its
