@@ -28,6 +28,7 @@ type pool struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever a slot frees up or comes back
 	slots   []*slot
+	jobs    []*job // the chunks' Generate calls with requests left, oldest first
 	closed  bool
 }
 
@@ -38,6 +39,11 @@ type slot struct {
 	last     engine.Engine // the latest engine, also while a new one starts
 	active   int           // chunks holding a lease
 	restarts int
+
+	// submitted counts the requests handed to the engine without an outcome yet;
+	// wake tells the slot's dispatcher that some of them finished.
+	submitted int
+	wake      chan struct{}
 
 	// The gate: Generate calls of chunks sharing the engine, or one chunk that has
 	// the engine to itself. A waiting exclusive user keeps new shared calls out, so
@@ -61,7 +67,7 @@ func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Contex
 	errs := make([]error, len(gpus))
 	var wg sync.WaitGroup
 	for i := range gpus {
-		s := &slot{index: i, gpus: gpus[i]}
+		s := &slot{index: i, gpus: gpus[i], wake: make(chan struct{}, 1)}
 		p.slots = append(p.slots, s)
 		wg.Add(1)
 		go func() {
@@ -81,6 +87,7 @@ func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Contex
 	}
 	for _, s := range p.slots {
 		p.watch(s, s.engine)
+		go p.dispatch(s)
 	}
 	return p, nil
 }
@@ -142,13 +149,11 @@ type sharedEngine struct {
 	slot *slot
 }
 
+// Generate hands reqs to the pool's dispatchers (dispatch.go): the slot's engine
+// runs them, and an engine of the worker that runs out of its own chunks' requests
+// takes the ones not yet started.
 func (e *sharedEngine) Generate(ctx context.Context, reqs []batchfile.Request, onOutcome func(engine.Outcome)) error {
-	eng, err := e.pool.enterShared(ctx, e.slot)
-	if err != nil {
-		return err
-	}
-	defer e.pool.leave(e.slot, false)
-	return eng.Generate(ctx, reqs, onOutcome)
+	return e.pool.feed(ctx, e.slot, reqs, onOutcome)
 }
 
 func (e *sharedEngine) Ready() engine.Ready { return e.pool.current(e.slot).Ready() }
@@ -161,30 +166,6 @@ func (p *pool) current(s *slot) engine.Engine {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return s.last
-}
-
-// enterShared waits until s has a live engine that no chunk has to itself.
-func (p *pool) enterShared(ctx context.Context, s *slot) (engine.Engine, error) {
-	for {
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return nil, errors.New("worker is stopping")
-		}
-		if live(s.engine) && !s.exclusive && s.waitingExclusive == 0 {
-			s.generating++
-			e := s.engine
-			p.mu.Unlock()
-			return e, nil
-		}
-		wait := p.changed
-		p.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-wait:
-		}
-	}
 }
 
 // live says e can take requests: a runner that has exited, but whose death the
@@ -222,7 +203,7 @@ func (p *pool) exclusive(ctx context.Context, s *slot) (engine.Engine, func(), e
 			e := s.engine
 			p.mu.Unlock()
 			var once sync.Once
-			return e, func() { once.Do(func() { p.leave(s, true) }) }, nil
+			return e, func() { once.Do(func() { p.endExclusive(s) }) }, nil
 		}
 		wait := p.changed
 		p.mu.Unlock()
@@ -239,15 +220,11 @@ func (p *pool) exclusive(ctx context.Context, s *slot) (engine.Engine, func(), e
 	}
 }
 
-// leave ends a shared Generate or an exclusive hold on s.
-func (p *pool) leave(s *slot, exclusive bool) {
+// endExclusive ends an exclusive hold on s.
+func (p *pool) endExclusive(s *slot) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if exclusive {
-		s.exclusive = false
-	} else {
-		s.generating--
-	}
+	s.exclusive = false
 	p.notifyLocked()
 }
 

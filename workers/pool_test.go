@@ -2,6 +2,8 @@ package workers
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,4 +154,142 @@ func TestAcquirePrefersASlotNobodyHasAlone(t *testing.T) {
 		require.NoError(t, err)
 		assert.NotEqual(t, first.Slot, l.Slot, "new chunks go to the slot that is shared")
 	}
+}
+
+// batchEngine runs MaxNumSeqs requests at once as an engine says it does; it
+// answers what it is given at once, or, while held, when release is closed.
+type batchEngine struct {
+	batch   int
+	held    bool
+	release chan struct{}
+	done    chan struct{}
+
+	mu      sync.Mutex
+	ran     []string
+	largest int // the most requests it had at once
+	current int
+}
+
+func newBatchEngine(batch int, held bool) *batchEngine {
+	return &batchEngine{batch: batch, held: held, release: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (e *batchEngine) Generate(ctx context.Context, reqs []batchfile.Request, on func(engine.Outcome)) error {
+	e.mu.Lock()
+	for _, r := range reqs {
+		e.ran = append(e.ran, r.CustomID)
+	}
+	e.current += len(reqs)
+	e.largest = max(e.largest, e.current)
+	e.mu.Unlock()
+	if e.held {
+		select {
+		case <-e.release:
+		case <-e.done:
+			return fmt.Errorf("%w: the test killed it", engine.ErrEngineDied)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, r := range reqs {
+		e.mu.Lock()
+		e.current--
+		e.mu.Unlock()
+		on(engine.Outcome{Request: r, Result: &engine.Result{Text: "answer to " + r.CustomID}})
+	}
+	return nil
+}
+func (e *batchEngine) Ready() engine.Ready   { return engine.Ready{Backend: "sim", MaxNumSeqs: e.batch} }
+func (e *batchEngine) Stats() engine.Stats   { return engine.Stats{} }
+func (e *batchEngine) Close() error          { return nil }
+func (e *batchEngine) Done() <-chan struct{} { return e.done }
+func (e *batchEngine) Err() error            { return engine.ErrEngineDied }
+func (e *batchEngine) served() (ids []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.ran)
+}
+
+func requests(n int) []batchfile.Request {
+	reqs := make([]batchfile.Request, n)
+	for i := range reqs {
+		reqs[i] = batchfile.Request{CustomID: fmt.Sprintf("r%02d", i), Line: i + 1}
+	}
+	return reqs
+}
+
+func TestAnIdleEngineTakesTheUnstartedRequestsOfAnotherSlotsChunk(t *testing.T) {
+	slow, fast := newBatchEngine(2, true), newBatchEngine(2, false)
+	p, err := newPool(context.Background(), [][]string{nil, nil}, func(_ context.Context, slot int) (engine.Engine, error) {
+		return []*batchEngine{slow, fast}[slot], nil
+	}, nil, zap.NewNop())
+	require.NoError(t, err)
+	defer p.Close()
+	ctx := context.Background()
+	lease, err := p.Acquire(ctx)
+	require.NoError(t, err)
+	defer lease.Release()
+	require.Equal(t, 0, lease.Slot, "the first chunk goes to slot 0")
+
+	var mu sync.Mutex
+	answered := map[string]int{}
+	fed := make(chan error, 1)
+	go func() {
+		fed <- lease.Engine.Generate(ctx, requests(20), func(o engine.Outcome) {
+			mu.Lock()
+			answered[o.Request.CustomID]++
+			mu.Unlock()
+		})
+	}()
+	// Slot 0's engine holds its batch of 2 and a margin of 2; slot 1, with no chunk
+	// of its own, runs the other 16, half of what is left at a time from the back.
+	require.Eventually(t, func() bool { return len(fast.served()) == 16 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{"r00", "r01", "r02", "r03"}, slow.served())
+	assert.Equal(t, []string{"r16", "r17", "r18", "r19"}, fast.served()[:4], "the other engine takes from the back")
+	fast.mu.Lock()
+	assert.LessOrEqual(t, fast.largest, 4, "no engine is handed more than its batch and margin")
+	fast.mu.Unlock()
+	close(slow.release)
+	select {
+	case err := <-fed:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the chunk never finished")
+	}
+	require.Len(t, answered, 20)
+	for id, n := range answered {
+		assert.Equal(t, 1, n, "%s answered once", id)
+	}
+}
+
+func TestAnEngineThatDiesWithAnotherSlotsRequestsFailsThatChunk(t *testing.T) {
+	held, thief := newBatchEngine(2, true), newBatchEngine(2, true)
+	p, err := newPool(context.Background(), [][]string{nil, nil}, func(_ context.Context, slot int) (engine.Engine, error) {
+		if slot == 1 && thief.served() != nil {
+			return newBatchEngine(2, false), nil // the restarted engine
+		}
+		return []*batchEngine{held, thief}[slot], nil
+	}, nil, zap.NewNop())
+	require.NoError(t, err)
+	defer p.Close()
+	ctx := context.Background()
+	lease, err := p.Acquire(ctx)
+	require.NoError(t, err)
+	defer lease.Release()
+
+	var outcomes atomic.Int64
+	fed := make(chan error, 1)
+	go func() {
+		fed <- lease.Engine.Generate(ctx, requests(20), func(engine.Outcome) { outcomes.Add(1) })
+	}()
+	require.Eventually(t, func() bool { return len(thief.served()) == 4 }, 5*time.Second, 5*time.Millisecond)
+	close(thief.done)
+	select {
+	case err := <-fed:
+		require.ErrorIs(t, err, engine.ErrEngineDied, "the chunk sees the death of the engine that ran its requests")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the chunk did not fail")
+	}
+	assert.Zero(t, outcomes.Load(), "no outcome after a failure")
+	assert.Len(t, held.served(), 4, "the rest of the chunk was never handed out")
 }

@@ -35,21 +35,25 @@ var ErrEngineDied = errors.New("engine died")
 
 // Ready is the runner's ready event: what was loaded and what it costs.
 type Ready struct {
-	Backend          string            `json:"backend"` // vllm, transformers, sim, openai
-	Simulated        bool              `json:"simulated"`
-	Model            string            `json:"model"`
-	Versions         map[string]string `json:"versions,omitempty"`
-	MaxModelLen      int               `json:"max_model_len,omitempty"`
-	KVCacheTokens    int               `json:"kv_cache_tokens,omitempty"`
-	KVCacheGiB       float64           `json:"kv_cache_gib,omitempty"`
-	WeightsGiB       float64           `json:"weights_gib,omitempty"`
-	GraphsGiB        float64           `json:"graphs_gib,omitempty"`
-	MaxConcurrency   float64           `json:"max_concurrency,omitempty"` // at max_model_len
-	LoadSeconds      float64           `json:"load_seconds"`
-	Devices          string            `json:"devices,omitempty"` // CUDA_VISIBLE_DEVICES it ran with
-	TensorParallel   int               `json:"tensor_parallel_size,omitempty"`
-	PrefixCaching    bool              `json:"enable_prefix_caching,omitempty"`
-	GPUMemoryUtilize float64           `json:"gpu_memory_utilization,omitempty"`
+	Backend        string            `json:"backend"` // vllm, transformers, sim, openai
+	Simulated      bool              `json:"simulated"`
+	Model          string            `json:"model"`
+	Versions       map[string]string `json:"versions,omitempty"`
+	MaxModelLen    int               `json:"max_model_len,omitempty"`
+	KVCacheTokens  int               `json:"kv_cache_tokens,omitempty"`
+	KVCacheGiB     float64           `json:"kv_cache_gib,omitempty"`
+	WeightsGiB     float64           `json:"weights_gib,omitempty"`
+	GraphsGiB      float64           `json:"graphs_gib,omitempty"`
+	MaxConcurrency float64           `json:"max_concurrency,omitempty"` // at max_model_len
+	// MaxNumSeqs is the most requests the engine runs at once (vLLM's max_num_seqs,
+	// the sim's batch); the worker keeps its queue just deeper than that. Zero where
+	// the engine does not say.
+	MaxNumSeqs       int     `json:"max_num_seqs,omitempty"`
+	LoadSeconds      float64 `json:"load_seconds"`
+	Devices          string  `json:"devices,omitempty"` // CUDA_VISIBLE_DEVICES it ran with
+	TensorParallel   int     `json:"tensor_parallel_size,omitempty"`
+	PrefixCaching    bool    `json:"enable_prefix_caching,omitempty"`
+	GPUMemoryUtilize float64 `json:"gpu_memory_utilization,omitempty"`
 }
 
 // Result is one finished request.

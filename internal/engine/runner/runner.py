@@ -14,7 +14,7 @@ sampling setting) and attn_implementation.
 Protocol (one JSON object a line; stdout carries only these, stderr is the log):
   runner -> {"event":"ready", backend, simulated, model, versions, max_model_len,
              kv_cache_tokens, kv_cache_gib, weights_gib, max_concurrency,
-             load_seconds, devices}                      once the model is loaded
+             max_num_seqs, load_seconds, devices}        once the model is loaded
   runner -> {"event":"failed","message":...}             load failed; exit status 2
   worker -> {"op":"submit","id":...,"request":<batchfile.Request JSON>}
   worker -> {"op":"abort","id":...}
@@ -397,6 +397,7 @@ class SimBackend(Backend):
             "kv_cache_gib": 0.0,
             "weights_gib": 0.0,
             "max_concurrency": float(self.batch_size),
+            "max_num_seqs": self.batch_size,
             "versions": {"sim": RUNNER_VERSION},
         }
 

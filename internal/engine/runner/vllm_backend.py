@@ -314,6 +314,10 @@ class VLLMBackend(Backend):
         self.tokenizer = self.engine.get_tokenizer()
         info = {"model": self.config.get("model"), "max_model_len": self.max_model_len}
         info.update(self._memory_figures(vllm_config))
+        # The scheduler's batch: the worker keeps the queue just deeper than it.
+        max_num_seqs = getattr(getattr(vllm_config, "scheduler_config", None), "max_num_seqs", None)
+        if max_num_seqs:
+            info["max_num_seqs"] = int(max_num_seqs)
         versions = {"vllm": str(getattr(vllm, "__version__", "unknown"))}
         torch = sys.modules.get("torch")  # vLLM imported it; we need not
         if torch is not None:

@@ -1,0 +1,203 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/engine"
+)
+
+// Engines run requests, not chunks. A chunk's Generate call becomes a job whose
+// requests wait in the worker until an engine has room for them; each slot's
+// dispatcher keeps its engine's queue just deeper than the batch the engine runs at
+// once (Ready.MaxNumSeqs), and refills it as requests finish:
+//
+//   - first from the chunks leased to the slot, oldest first and in the order the
+//     chunk gave (its prefix groups stay together on one engine);
+//   - when those have nothing left, half of what is left at the back of the job
+//     with the most requests left on another slot: an engine that runs dry near the
+//     end of a run takes the unstarted part of a busier engine's chunk, so every
+//     engine of the worker finishes within about one request of the others instead
+//     of one chunk.
+//
+// Answers still go to the chunk that owns the request, which checkpoints and
+// heartbeats them as before: exactly-once is the chunk's business, not the
+// engine's. An engine that does not say its batch size (MaxNumSeqs 0: a remote
+// server) is handed each chunk's requests at once, as before, and takes nothing from
+// others.
+
+// job is one chunk's Generate call.
+type job struct {
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	owner     *slot
+	pending   []batchfile.Request // not handed to an engine yet
+	onOutcome func(engine.Outcome)
+	outcomes  sync.Mutex // onOutcome is called from one goroutine at a time
+	wake      chan struct{}
+
+	outstanding int   // handed to an engine, no outcome yet
+	err         error // the first failure; the job takes no more requests after it
+}
+
+// queueMargin is how many requests a slot's engine holds beyond the batch it runs,
+// so that a finished request's place is taken at once, not a dispatch later.
+func queueMargin(batch int) int { return max(2, batch/4) }
+
+// feed runs reqs as the job of a chunk leased to owner, and returns once every
+// request has had its outcome, or after the first failure once no request of the
+// job is left in an engine: onOutcome is never called after feed returns.
+func (p *pool) feed(ctx context.Context, owner *slot, reqs []batchfile.Request, onOutcome func(engine.Outcome)) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	j := &job{ctx: jobCtx, cancel: cancel, owner: owner, pending: slices.Clone(reqs), onOutcome: onOutcome,
+		wake: make(chan struct{}, 1)}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.jobs = append(p.jobs, j)
+	p.notifyLocked()
+	for {
+		if p.closed {
+			j.failLocked(errors.New("worker is stopping"))
+		}
+		if j.outstanding == 0 && (len(j.pending) == 0 || j.err != nil) {
+			p.jobs = slices.DeleteFunc(p.jobs, func(other *job) bool { return other == j })
+			return j.err
+		}
+		done := ctx.Done()
+		if j.err != nil {
+			done = nil // failed already: wait only for its requests to leave the engines
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-j.wake:
+		case <-changed:
+		case <-done:
+		}
+		p.mu.Lock()
+		if err := ctx.Err(); err != nil {
+			j.failLocked(err)
+		}
+	}
+}
+
+// failLocked records the job's first failure, drops what it had not handed out and
+// aborts what it had.
+func (j *job) failLocked(err error) {
+	if j.err == nil {
+		j.err = err
+		j.cancel(err)
+	}
+	j.pending = nil
+}
+
+// dispatch keeps s's engine fed from the pool's jobs until the pool closes.
+func (p *pool) dispatch(s *slot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed {
+		if j, batch := p.nextBatchLocked(s); j != nil {
+			s.generating++
+			s.submitted += len(batch)
+			j.outstanding += len(batch)
+			go p.generate(s, s.engine, j, batch)
+			continue
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-changed:
+		}
+		p.mu.Lock()
+	}
+}
+
+// nextBatchLocked takes the requests s's engine should get next, and their job;
+// nil when the engine is full, held alone, restarting, or nothing waits.
+func (p *pool) nextBatchLocked(s *slot) (*job, []batchfile.Request) {
+	if !live(s.engine) || s.exclusive || s.waitingExclusive > 0 {
+		return nil, nil
+	}
+	batch := s.engine.Ready().MaxNumSeqs
+	room := batch + queueMargin(batch) - s.submitted
+	if batch > 0 && room <= 0 {
+		return nil, nil
+	}
+	var theirs *job
+	for _, j := range p.jobs {
+		switch {
+		case len(j.pending) == 0:
+		case j.owner == s:
+			n := len(j.pending)
+			if batch > 0 {
+				n = min(n, room)
+			}
+			reqs := j.pending[:n:n]
+			j.pending = j.pending[n:]
+			return j, reqs
+		case batch > 0 && (theirs == nil || len(j.pending) > len(theirs.pending)):
+			theirs = j
+		}
+	}
+	if theirs == nil {
+		return nil, nil
+	}
+	// Half of what the other chunk has left, as work-stealing schedulers take: the
+	// owner's engine, about to have room again, shares the rest.
+	n := min((len(theirs.pending)+1)/2, room)
+	reqs := theirs.pending[len(theirs.pending)-n:]
+	theirs.pending = theirs.pending[: len(theirs.pending)-n : len(theirs.pending)-n]
+	return theirs, reqs
+}
+
+// generate runs one batch of j's requests on s's engine e.
+func (p *pool) generate(s *slot, e engine.Engine, j *job, batch []batchfile.Request) {
+	delivered := 0
+	err := e.Generate(j.ctx, batch, func(o engine.Outcome) {
+		j.outcomes.Lock()
+		j.onOutcome(o)
+		j.outcomes.Unlock()
+		delivered++
+		p.mu.Lock()
+		p.finishedLocked(s, j, 1)
+		p.mu.Unlock()
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.generating--
+	if err != nil {
+		j.failLocked(err)
+	}
+	p.finishedLocked(s, j, len(batch)-delivered) // a failed call leaves requests unanswered
+	if s.generating == 0 {
+		p.notifyLocked() // an exclusive user may be waiting for this
+	}
+}
+
+// finishedLocked counts n of j's requests out of s's engine and wakes whoever
+// waits for that.
+func (p *pool) finishedLocked(s *slot, j *job, n int) {
+	if n == 0 {
+		return
+	}
+	s.submitted -= n
+	j.outstanding -= n
+	signal(s.wake)
+	signal(j.wake)
+}
+
+// signal wakes the one waiter on a channel of capacity 1 without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
