@@ -55,8 +55,9 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	}
 	defer src.Close()
 
+	engines, enginesFrom := c.planEngines(ctx, in)
 	p := planner{ctx: ctx, store: c.Store, layout: in.Run, expectedCompletion: in.ExpectedCompletionTokens,
-		sizer: chunkSizer{maxRequests: max(in.ChunkSize, 1), fullTokens: in.ChunkTokens, engines: in.Engines, inputBytes: info.Size}}
+		sizer: chunkSizer{maxRequests: max(in.ChunkSize, 1), fullTokens: in.ChunkTokens, engines: engines, inputBytes: info.Size}}
 	defer p.abort()
 	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
 		return PlanResult{}, fmt.Errorf("create plan errors: %w", err)
@@ -102,13 +103,13 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	manifest := run.Manifest{
 		Input: in.Input, InputETag: info.ETag, InputBytes: info.Size, Model: in.Model,
 		ConfigHash: configHash(in), Lines: res.Lines, Valid: res.Valid, Invalid: res.Invalid,
-		ChunkTokens: p.sizer.full(), Engines: in.Engines, Chunks: p.chunks, PlannedAt: time.Now().UTC(),
+		ChunkTokens: p.sizer.full(), Engines: engines, Chunks: p.chunks, PlannedAt: time.Now().UTC(),
 	}
 	if err := blob.WriteJSON(ctx, c.Store, in.Run.Manifest(), manifest); err != nil {
 		return PlanResult{}, fmt.Errorf("write manifest: %w", err)
 	}
 	activity.GetLogger(ctx).Info("planned", "input", in.Input, "lines", res.Lines, "valid", res.Valid,
-		"invalid", res.Invalid, "chunks", len(p.chunks), "engines", in.Engines)
+		"invalid", res.Invalid, "chunks", len(p.chunks), "engines", engines, "engines_from", enginesFrom)
 	return res, nil
 }
 

@@ -41,9 +41,12 @@ type PlanInput struct {
 	// input's mean size. ChunkSize still caps a chunk's lines.
 	ChunkTokens int64 `json:"chunk_tokens,omitempty"`
 	// Engines is how many engines are expected to serve the run: the last part of
-	// the input is cut finer so that they finish together (chunksize.go). 0: no
-	// tail shrinking.
-	Engines int `json:"engines,omitempty"`
+	// the input is cut finer so that they finish together (chunksize.go). 0: the
+	// engines of the GPU workers polling GPUTaskQueue, at most MaxInFlightChunks / 2
+	// (or that, where none says).
+	Engines           int    `json:"engines,omitempty"`
+	GPUTaskQueue      string `json:"gpu_task_queue,omitempty"`
+	MaxInFlightChunks int    `json:"max_in_flight_chunks,omitempty"`
 	// ExpectedCompletionTokens, when set, is what a completion is estimated to
 	// take instead of its max_tokens (when smaller).
 	ExpectedCompletionTokens int `json:"expected_completion_tokens,omitempty"`

@@ -105,6 +105,7 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 		MaxConcurrentActivityExecutionSize: len(groups) * cfg.ChunksPerEngine,
 		WorkerStopTimeout:                  cfg.StopTimeout,
 		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
+		Identity:                           activities.GPUWorkerIdentity(cfg.Name, len(groups)),
 	})
 	ready := w.pool.slots[0].engine.Ready()
 	w.RegisterActivityWithOptions(&activities.GPU{

@@ -388,7 +388,9 @@ func (b *batch) planRun(ctx workflow.Context) error {
 		MaxLineBytes: b.in.MaxLineBytes,
 		ChunkTokens:  b.in.ChunkTokens,
 		Engines:      b.in.Engines,
+		GPUTaskQueue: GPUTaskQueue(b.in.Model),
 
+		MaxInFlightChunks:        b.in.MaxInFlightChunks,
 		ExpectedCompletionTokens: b.in.ExpectedCompletionTokens,
 	}).Get(ctx, &plan)
 	if err != nil {

@@ -67,9 +67,12 @@ type BatchInput struct {
 	ChunkTokens int64 `json:"chunk_tokens,omitempty"`
 	// Engines is how many engines (GPUs) are expected to serve the run. Plan cuts
 	// the last part of the input into smaller and smaller chunks for them, so that
-	// they all finish within moments of each other. Default: MaxInFlightChunks / 2,
-	// the most engines the chunk window keeps busy at two chunks each; guessing too
-	// many costs some more, smaller chunks at the end, too few a tail.
+	// they all finish within moments of each other. Default: the engines of the GPU
+	// workers polling the model's queue when Plan runs (each says its count in its
+	// Temporal identity), at most MaxInFlightChunks / 2, the most engines the chunk
+	// window keeps busy at two chunks each, which is also the default where no worker
+	// polls yet; guessing too many costs some more, smaller chunks at the end, too
+	// few a tail.
 	Engines int `json:"engines,omitempty"`
 	// ExpectedCompletionTokens is what a completion usually takes, where it is well
 	// below max_tokens; it makes the token estimate of chunks closer to the truth.
@@ -127,9 +130,6 @@ func (in BatchInput) withDefaults() BatchInput {
 	}
 	if in.MaxInFlightChunks <= 0 {
 		in.MaxInFlightChunks = DefaultMaxInFlightChunks
-	}
-	if in.Engines <= 0 {
-		in.Engines = max(in.MaxInFlightChunks/2, 1)
 	}
 	if in.MaxAttempts <= 0 {
 		in.MaxAttempts = DefaultMaxAttempts

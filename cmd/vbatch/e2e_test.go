@@ -44,7 +44,14 @@ func TestSubmitAnswersEveryRequestInInputOrder(t *testing.T) {
 		t.Fatalf("submit --json printed no result: %v\n%s", err, out)
 	}
 	// Chunks of at most 100 lines, more of them where the tail is cut finer.
-	chunks := plannedChunks(t, run.NewLayout(run.DefaultOutput(input), run.ID("e2e-submit")), n, 100)
+	layout := run.NewLayout(run.DefaultOutput(input), run.ID("e2e-submit"))
+	chunks := plannedChunks(t, layout, n, 100)
+	// Nobody said how many engines: Plan counted the GPU worker's two, from the
+	// identity it polls with, and cut the tail for them.
+	var manifest run.Manifest
+	if err := blob.ReadJSON(context.Background(), store, layout.Manifest(), &manifest); err != nil || manifest.Engines != 2 {
+		t.Errorf("the plan was cut for %d engines (%v), want the GPU worker's 2", manifest.Engines, err)
+	}
 	if res.Status != workflows.StatusCompleted || res.Answered != n || res.Errors != 0 || res.Chunks != len(chunks) || res.Chunks < 12 {
 		t.Fatalf("result %+v, want %d answered in the plan's %d chunks (at least 12), completed", res, n, len(chunks))
 	}

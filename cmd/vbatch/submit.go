@@ -55,7 +55,7 @@ returns the existing run instead of starting a second one.`,
 	f.StringVar(&o.in.Model, "model", workflows.DefaultModel, "model; picks the GPU workers that serve it")
 	f.IntVar(&o.in.ChunkSize, "chunk-size", 0, fmt.Sprintf("most requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.Int64Var(&o.in.ChunkTokens, "chunk-tokens", 0, "estimated tokens per chunk (default: chunk-size requests of the input's mean size)")
-	f.IntVar(&o.in.Engines, "engines", 0, fmt.Sprintf("engines (GPUs) expected to serve the run; the last chunks are cut finer so they finish together (default %d)", workflows.DefaultMaxInFlightChunks/2))
+	f.IntVar(&o.in.Engines, "engines", 0, fmt.Sprintf("engines (GPUs) expected to serve the run; the last chunks are cut finer so they finish together (default: the engines of the GPU workers polling when the run is planned, at most %d)", workflows.DefaultMaxInFlightChunks/2))
 	f.IntVar(&o.in.ExpectedCompletionTokens, "expected-completion-tokens", 0, "typical completion length, where well below max_tokens: a better token estimate for chunks")
 	f.BoolVar(&o.in.KeepInputOrder, "keep-input-order", false, "feed each chunk in input order, not grouped by prompt prefix")
 	f.IntVar(&o.maxTokens, "max-tokens", 0, fmt.Sprintf("max_tokens for lines that leave it out (default %d)", workflows.DefaultMaxTokens))
