@@ -45,7 +45,7 @@ type job struct {
 
 // queueMargin is how many requests a slot's engine holds beyond the batch it runs,
 // so that a finished request's place is taken at once, not a dispatch later.
-func queueMargin(batch int) int { return max(2, batch/4) }
+func queueMargin(batch int) int { return max(2, batch/16) }
 
 // feed runs reqs as the job of a chunk leased to owner, and returns once every
 // request has had its outcome, or after the first failure once no request of the
@@ -61,10 +61,11 @@ func (p *pool) feed(ctx context.Context, owner *slot, reqs []batchfile.Request, 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.jobs = append(p.jobs, j)
+	p.unstarted += len(j.pending)
 	p.notifyLocked()
 	for {
 		if p.closed {
-			j.failLocked(errors.New("worker is stopping"))
+			p.failLocked(j, errors.New("worker is stopping"))
 		}
 		if j.outstanding == 0 && (len(j.pending) == 0 || j.err != nil) {
 			p.jobs = slices.DeleteFunc(p.jobs, func(other *job) bool { return other == j })
@@ -83,18 +84,19 @@ func (p *pool) feed(ctx context.Context, owner *slot, reqs []batchfile.Request, 
 		}
 		p.mu.Lock()
 		if err := ctx.Err(); err != nil {
-			j.failLocked(err)
+			p.failLocked(j, err)
 		}
 	}
 }
 
-// failLocked records the job's first failure, drops what it had not handed out and
+// failLocked records j's first failure, drops what it had not handed out and
 // aborts what it had.
-func (j *job) failLocked(err error) {
+func (p *pool) failLocked(j *job, err error) {
 	if j.err == nil {
 		j.err = err
 		j.cancel(err)
 	}
+	p.unstarted -= len(j.pending)
 	j.pending = nil
 }
 
@@ -107,6 +109,10 @@ func (p *pool) dispatch(s *slot) {
 			s.generating++
 			s.submitted += len(batch)
 			j.outstanding += len(batch)
+			p.unstarted -= len(batch)
+			if p.hungryLocked() {
+				signal(p.hungry)
+			}
 			go p.generate(s, s.engine, j, batch)
 			continue
 		}
@@ -174,7 +180,7 @@ func (p *pool) generate(s *slot, e engine.Engine, j *job, batch []batchfile.Requ
 	defer p.mu.Unlock()
 	s.generating--
 	if err != nil {
-		j.failLocked(err)
+		p.failLocked(j, err)
 	}
 	p.finishedLocked(s, j, len(batch)-delivered) // a failed call leaves requests unanswered
 	if s.generating == 0 {
@@ -200,4 +206,30 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// hungryLocked says the requests waiting in the worker no longer fill every engine's
+// batch once more: the worker should take another chunk than its usual share
+// (chunkSlots), as it does near the end of a run, where chunks are small. False
+// where an engine does not say its batch.
+func (p *pool) hungryLocked() bool {
+	batch := 0
+	for _, s := range p.slots {
+		if s.engine == nil {
+			continue
+		}
+		n := s.engine.Ready().MaxNumSeqs
+		if n <= 0 {
+			return false
+		}
+		batch += n
+	}
+	return batch > 0 && p.unstarted < batch
+}
+
+// hungry is hungryLocked for callers without the lock.
+func (p *pool) isHungry() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hungryLocked()
 }

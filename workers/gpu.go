@@ -42,7 +42,9 @@ type GPUConfig struct {
 	// DeviceIndexes limits real engines to these NVML GPU indexes; none means every GPU.
 	DeviceIndexes []int
 	// ChunksPerEngine is how many chunks an engine works on at once: more than one,
-	// so an engine never drains to empty between chunks.
+	// so an engine never drains to empty between chunks. The worker takes up to
+	// hungryChunksFactor times as many while their requests do not fill its
+	// engines' batches (small chunks at the end of a run; slots.go).
 	ChunksPerEngine int
 	Settings        engine.Settings
 	Sim             engine.SimConfig
@@ -101,11 +103,18 @@ func StartGPU(ctx context.Context, c client.Client, store blob.Store, cfg GPUCon
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	queue := workflows.GPUTaskQueue(cfg.Model)
+	share := len(groups) * cfg.ChunksPerEngine
+	tuner, err := gpuTuner(newChunkSlots(w.pool, share, hungryChunksFactor*share))
+	if err != nil {
+		w.pool.Close()
+		w.stopMonitor()
+		return nil, fmt.Errorf("activity slots: %w", err)
+	}
 	w.Worker = worker.New(c, queue, worker.Options{
-		MaxConcurrentActivityExecutionSize: len(groups) * cfg.ChunksPerEngine,
-		WorkerStopTimeout:                  cfg.StopTimeout,
-		MaxHeartbeatThrottleInterval:       heartbeatThrottle,
-		Identity:                           activities.GPUWorkerIdentity(cfg.Name, len(groups)),
+		Tuner:                        tuner,
+		WorkerStopTimeout:            cfg.StopTimeout,
+		MaxHeartbeatThrottleInterval: heartbeatThrottle,
+		Identity:                     activities.GPUWorkerIdentity(cfg.Name, len(groups)),
 	})
 	ready := w.pool.slots[0].engine.Ready()
 	w.RegisterActivityWithOptions(&activities.GPU{
