@@ -63,6 +63,8 @@ type Lease struct {
 	// meanwhile. It is how a chunk narrows down a request that crashes the engine
 	// (see suspects.go). Nil where the engine cannot be had alone.
 	Exclusive func(ctx context.Context) (e engine.Engine, release func(), err error)
+	// WorkerStats reads every engine of the worker, by slot; nil where unknown.
+	WorkerStats func() []engine.Stats
 }
 
 // Timing of a chunk attempt.
@@ -216,6 +218,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	}}
 	lease, genErr := g.Engines.Acquire(genCtx)
 	var busy [2]run.BusySample
+	var workerEngines []run.BusySample
 	var ready engine.Ready
 	if genErr != nil {
 		genErr = fmt.Errorf("acquire engine: %w", genErr)
@@ -234,6 +237,12 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 			genErr = f.run(genCtx, lease, plan)
 		}
 		busy[1] = run.BusySample{Time: time.Now(), BusySeconds: lease.Engine.Stats().BusySeconds}
+		if lease.WorkerStats != nil {
+			now := time.Now()
+			for _, s := range lease.WorkerStats() {
+				workerEngines = append(workerEngines, run.BusySample{Time: now, BusySeconds: s.BusySeconds, IdleSeconds: s.IdleSeconds})
+			}
+		}
 		lease.Release()
 	}
 	close(done)
@@ -253,7 +262,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	result := run.AttemptResult{Chunk: in.Chunk.Index, Attempt: attempt, Worker: g.Worker,
 		Engine: ready, EngineSlot: lease.Slot, Started: started, Finished: time.Now(), Requests: len(reqs),
 		Resumed: res.Resumed, Answered: res.Answered, Failed: res.Failed, PromptTokens: res.PromptTokens,
-		CompletionTokens: res.CompletionTokens, Parts: cp.own, Outcome: "completed", EngineBusy: busy,
+		CompletionTokens: res.CompletionTokens, Parts: cp.own, Outcome: "completed", EngineBusy: busy, WorkerEngines: workerEngines,
 		Suspects: len(plan.group) + len(plan.solo), Blamed: len(plan.blamed)}
 	if g.Monitor != nil {
 		result.GPUs = g.Monitor.Summary(lease.GPUs, started, result.Finished)

@@ -30,6 +30,9 @@ type pool struct {
 	slots   []*slot
 	jobs    []*job // the chunks' Generate calls with requests left, oldest first
 	closed  bool
+
+	unstarted int           // requests of the jobs not handed to an engine yet
+	hungry    chan struct{} // signalled when they no longer fill the engines (hungryLocked)
 }
 
 type slot struct {
@@ -63,7 +66,7 @@ type mortal interface {
 // newPool starts one engine per slot, all at once, and returns when every engine is
 // ready: a worker polls only once its models are loaded.
 func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Context, slot int) (engine.Engine, error), m *metrics.Worker, log *zap.Logger) (*pool, error) {
-	p := &pool{start: start, metrics: m, log: log, changed: make(chan struct{})}
+	p := &pool{start: start, metrics: m, log: log, changed: make(chan struct{}), hungry: make(chan struct{}, 1)}
 	errs := make([]error, len(gpus))
 	var wg sync.WaitGroup
 	for i := range gpus {
@@ -120,6 +123,7 @@ func (p *pool) Acquire(ctx context.Context) (activities.Lease, error) {
 				Exclusive: func(ctx context.Context) (engine.Engine, func(), error) {
 					return p.exclusive(ctx, s)
 				},
+				WorkerStats: p.Stats,
 			}, nil
 		}
 		wait := p.changed

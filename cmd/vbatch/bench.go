@@ -219,6 +219,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 	for _, e := range rep.Engines {
 		measured.Engines = append(measured.Engines, bench.Engine{Name: e.Name(), BusySeconds: e.BusySeconds})
 	}
+	measured.EngineLastBusy = rep.Timing.EngineLastBusy
 	if err := readActivities(ctx, c, runID, firstExecution, &measured); err != nil {
 		return err
 	}

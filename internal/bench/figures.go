@@ -40,6 +40,10 @@ type Inputs struct {
 	Tokens          int64
 	TokensPerSecond float64
 	Engines         []Engine
+	// EngineLastBusy is when each engine last had requests (the report's); where
+	// set, it says when an engine finished instead of its last chunk's end, which
+	// other engines may have helped to finish.
+	EngineLastBusy map[string]time.Time
 	Chunks          []Chunk
 	// GenerationStart is the first chunk's dispatch (its activity scheduled) and
 	// GenerationEnd the last chunk's close; Submitted and Done bound the whole run
@@ -70,8 +74,9 @@ type Figures struct {
 	// the generation phase.
 	FullBatchIdealSeconds float64 `json:"full_batch_ideal_seconds"`
 	FullBatchEfficiency   float64 `json:"full_batch_efficiency"`
-	// EngineFinishedS is each engine's last chunk result, seconds after the
-	// generation started; the spread is between the first and last to finish.
+	// EngineFinishedS is when each engine last had requests (Inputs.EngineLastBusy),
+	// else its last chunk result, seconds after the generation started; the spread
+	// is between the first and last to finish.
 	EngineFinishedS map[string]float64 `json:"engine_finished_s"`
 	SpreadSeconds   float64            `json:"finish_spread_seconds"`
 	SpreadPct       float64            `json:"finish_spread_pct"` // of the generation phase
@@ -147,9 +152,12 @@ func Compute(in Inputs) Figures {
 	f.EngineFinishedS = map[string]float64{}
 	var overheads []float64
 	var parts [4]time.Duration
+	for name, t := range in.EngineLastBusy {
+		f.EngineFinishedS[name] = t.Sub(in.GenerationStart).Seconds()
+	}
 	for _, c := range in.Chunks {
 		at := c.Finished.Sub(in.GenerationStart).Seconds()
-		if prev, ok := f.EngineFinishedS[c.Engine]; !ok || at > prev {
+		if prev, ok := f.EngineFinishedS[c.Engine]; len(in.EngineLastBusy) == 0 && (!ok || at > prev) {
 			f.EngineFinishedS[c.Engine] = at
 		}
 		if c.ActivityStarted.IsZero() || c.ActivityClosed.IsZero() || c.EngineStart.IsZero() {

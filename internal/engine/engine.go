@@ -96,4 +96,8 @@ type Stats struct {
 	// BusySeconds is the time the engine had at least one request in flight; the
 	// idle fraction while work remains is derived from it.
 	BusySeconds float64 `json:"busy_seconds"`
+	// IdleSeconds is how long the engine has had nothing in flight, 0 while it has
+	// something: when it last worked, also on requests of chunks leased to another
+	// engine of the worker.
+	IdleSeconds float64 `json:"idle_seconds,omitempty"`
 }

@@ -72,6 +72,7 @@ type OpenAI struct {
 	statsMu     sync.Mutex
 	stats       Stats
 	busySince   time.Time // start of the current busy period, while InFlight > 0
+	idleSince   time.Time // when InFlight last fell to 0
 	maxAttempts int
 }
 
@@ -196,6 +197,8 @@ func (e *OpenAI) Stats() Stats {
 	s := e.stats
 	if s.InFlight > 0 {
 		s.BusySeconds += time.Since(e.busySince).Seconds()
+	} else if !e.idleSince.IsZero() {
+		s.IdleSeconds = time.Since(e.idleSince).Seconds()
 	}
 	return s
 }
@@ -287,6 +290,7 @@ func (e *OpenAI) end(o Outcome, finished bool) {
 	e.stats.InFlight--
 	if e.stats.InFlight == 0 {
 		e.stats.BusySeconds += time.Since(e.busySince).Seconds()
+		e.idleSince = time.Now()
 	}
 	if !finished {
 		return

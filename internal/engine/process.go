@@ -98,6 +98,7 @@ type Process struct {
 	pending   map[string]pendingRequest
 	stats     Stats
 	busySince time.Time
+	idleSince time.Time // when InFlight last fell to 0
 	busy      time.Duration
 	// shareClock is the busy time one request has been charged since the engine
 	// started, if it had been in flight all along (the integral of 1/in-flight
@@ -309,6 +310,9 @@ func (p *Process) Stats() Stats {
 		busy += time.Since(p.busySince)
 	}
 	s.BusySeconds = busy.Seconds()
+	if s.InFlight == 0 && !p.idleSince.IsZero() {
+		s.IdleSeconds = time.Since(p.idleSince).Seconds()
+	}
 	return s
 }
 
@@ -326,6 +330,7 @@ func (p *Process) addInFlight(delta int64) {
 		p.busySince = time.Now()
 	case before > 0 && p.stats.InFlight == 0:
 		p.busy += time.Since(p.busySince)
+		p.idleSince = now
 	}
 }
 

@@ -174,6 +174,9 @@ func TestProcessAnswersEveryRequestOnce(t *testing.T) {
 	assert.Greater(t, st.BusySeconds, 0.0)
 	// The requests' shares of the busy time add up to it: nothing is counted twice.
 	assert.InDelta(t, st.BusySeconds, engineSeconds, 0.01*st.BusySeconds)
+	// Empty now, it says for how long: when it last worked.
+	time.Sleep(20 * time.Millisecond)
+	assert.GreaterOrEqual(t, p.Stats().IdleSeconds, 0.02)
 
 	// Every log line of a simulated engine says so.
 	require.NotZero(t, logs.Len())

@@ -170,9 +170,13 @@ type Timing struct {
 	FinishSeconds     float64   `json:"finish_seconds"` // merge and report
 	TotalSeconds      float64   `json:"total_seconds"`
 	ModelLoadSeconds  float64   `json:"model_load_seconds"` // the slowest engine's load, paid once at worker start
-	// EngineFinishSpreadSeconds is the run's tail: from the first engine to end its
-	// last chunk to the last one (0 with one engine).
+	// EngineFinishSpreadSeconds is the run's tail: from the first engine to stop
+	// working on the run to the last one (0 with one engine). Where the workers
+	// sampled all their engines (EngineLastBusy), an engine stops when it last had
+	// requests; before that, when its last chunk ended.
 	EngineFinishSpreadSeconds float64 `json:"engine_finish_spread_seconds"`
+	// EngineLastBusy is when each engine, by name, last had requests of the run.
+	EngineLastBusy map[string]time.Time `json:"engine_last_busy,omitempty"`
 }
 
 // ChunkSummary is one chunk attempt.
@@ -294,6 +298,17 @@ func Build(in Inputs) Report {
 		r.EngineIdleFraction = 1 - busy/active
 	}
 	r.Timing.EngineFinishSpreadSeconds = seconds(firstDone, lastDone)
+	if last := engineLastBusy(in.Attempts); len(last) > 0 {
+		r.Timing.EngineLastBusy = last
+		firstDone, lastDone = time.Time{}, time.Time{}
+		for _, t := range last {
+			if firstDone.IsZero() || t.Before(firstDone) {
+				firstDone = t
+			}
+			lastDone = later(lastDone, t)
+		}
+		r.Timing.EngineFinishSpreadSeconds = seconds(firstDone, lastDone)
+	}
 	sort.Slice(r.Engines, func(i, j int) bool {
 		if r.Engines[i].Worker != r.Engines[j].Worker {
 			return r.Engines[i].Worker < r.Engines[j].Worker
@@ -405,5 +420,48 @@ func gpuSummaries(attempts []run.AttemptResult) []GPUSummary {
 		}
 		return out[i].Index < out[j].Index
 	})
+	return out
+}
+
+// engineLastBusy says when each engine last had requests of the run, from the
+// samples of all its engines that each completed attempt took as it let go of its
+// own (run.AttemptResult.WorkerEngines). Of each worker's earliest and latest
+// samples, an engine counts if a chunk was leased to it or its busy time grew
+// between them (it ran requests of other engines' chunks), and it last worked its
+// idle seconds before the latest sample. Nil where no attempt sampled.
+func engineLastBusy(attempts []run.AttemptResult) map[string]time.Time {
+	type span struct {
+		first, last []run.BusySample
+		leased      map[int]bool
+	}
+	workers := map[string]*span{}
+	for _, a := range attempts {
+		if a.Outcome != "completed" || len(a.WorkerEngines) == 0 {
+			continue
+		}
+		w := workers[a.Worker]
+		if w == nil {
+			w = &span{first: a.WorkerEngines, last: a.WorkerEngines, leased: map[int]bool{}}
+			workers[a.Worker] = w
+		}
+		w.leased[a.EngineSlot] = true
+		if t := a.WorkerEngines[0].Time; t.Before(w.first[0].Time) {
+			w.first = a.WorkerEngines
+		} else if t.After(w.last[0].Time) {
+			w.last = a.WorkerEngines
+		}
+	}
+	if len(workers) == 0 {
+		return nil
+	}
+	out := map[string]time.Time{}
+	for name, w := range workers {
+		for slot, s := range w.last {
+			grew := slot < len(w.first) && s.BusySeconds > w.first[slot].BusySeconds
+			if w.leased[slot] || grew {
+				out[engineName(name, slot)] = s.Time.Add(-time.Duration(s.IdleSeconds * float64(time.Second)))
+			}
+		}
+	}
 	return out
 }

@@ -48,6 +48,35 @@ func TestBuildMeasuresEngineIdleTimeBetweenFirstAndLastChunk(t *testing.T) {
 	}
 }
 
+func TestTheTailIsWhenEachEngineLastWorkedNotWhenItsChunksEnded(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 2, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	engines := func(t time.Time, samples ...[2]float64) []run.BusySample {
+		out := make([]run.BusySample, len(samples))
+		for i, s := range samples {
+			out[i] = run.BusySample{Time: t, BusySeconds: s[0], IdleSeconds: s[1]}
+		}
+		return out
+	}
+	attempts := []run.AttemptResult{
+		{Chunk: 0, Worker: "w", EngineSlot: 0, Outcome: "completed", Started: at(0), Finished: at(10),
+			WorkerEngines: engines(at(10), [2]float64{10, 0}, [2]float64{0, 10}, [2]float64{0, 10})},
+		// Chunk 1 was leased to slot 0 but ended at 30 s only because slot 1 ran its
+		// last requests: slot 0 stopped at 22 s, slot 1 at 30 s. Slot 2 never worked.
+		{Chunk: 1, Worker: "w", EngineSlot: 0, Outcome: "completed", Started: at(10), Finished: at(30),
+			WorkerEngines: engines(at(30), [2]float64{22, 8}, [2]float64{12, 0}, [2]float64{0, 30})},
+		{Chunk: 1, Attempt: 1, Worker: "w", EngineSlot: 2, Outcome: "failed", Started: at(0), Finished: at(1)},
+	}
+	r := Build(Inputs{Started: t0, Generation: t0, Attempts: attempts})
+	want := map[string]time.Time{"w/0": at(22), "w/1": at(30)}
+	if len(r.Timing.EngineLastBusy) != 2 || !r.Timing.EngineLastBusy["w/0"].Equal(want["w/0"]) || !r.Timing.EngineLastBusy["w/1"].Equal(want["w/1"]) {
+		t.Errorf("engines last worked at %v, want %v", r.Timing.EngineLastBusy, want)
+	}
+	if r.Timing.EngineFinishSpreadSeconds != 8 {
+		t.Errorf("finish spread %.1f s, want 8 (slot 0 stopped at 22 s, slot 1 at 30 s)", r.Timing.EngineFinishSpreadSeconds)
+	}
+}
+
 func TestBuildSummarisesEachGPUsTelemetry(t *testing.T) {
 	h100 := func(samples int, util float64, peakGiB uint64) gpu.Summary {
 		return gpu.Summary{Index: 0, UUID: "GPU-a", Name: "NVIDIA H100 80GB HBM3", Samples: samples,

@@ -94,6 +94,11 @@ type AttemptResult struct {
 	// when the attempt got the engine and when it let go; across a slot's attempts
 	// they give the engine's idle time while it still had chunks to run.
 	EngineBusy [2]BusySample `json:"engine_busy"`
+	// WorkerEngines samples every engine of the worker, by slot, when the attempt
+	// let go of its engine. Engines also run requests of chunks leased to other
+	// engines, so a chunk's end is not when an engine stopped: the worker's last
+	// attempt of a run says, through each engine's IdleSeconds, when each last worked.
+	WorkerEngines []BusySample `json:"worker_engines,omitempty"`
 	// GPUSeries is the GPUs' telemetry while the attempt ran, downsampled to at
 	// most a few hundred points (report.DownsampleGPU), for the report's charts.
 	GPUSeries []gpu.Sample `json:"gpu_series,omitempty"`
@@ -119,8 +124,10 @@ type EngineDeath struct {
 	Error string `json:"error,omitempty"`
 }
 
-// BusySample is an engine's cumulative busy seconds at a moment.
+// BusySample is an engine's cumulative busy seconds at a moment, and how long it had
+// been empty then (0: it had requests in flight).
 type BusySample struct {
 	Time        time.Time `json:"time"`
 	BusySeconds float64   `json:"busy_seconds"`
+	IdleSeconds float64   `json:"idle_seconds,omitempty"`
 }
