@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/report"
 	"github.com/vbatch/vbatch/internal/run"
 )
@@ -47,7 +49,7 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 	ctx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	lastBeat := time.Now()
-	for next := range readAhead(ctx, c.Store, in.Run, manifest.Chunks) {
+	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks) {
 		chunk := <-next
 		if chunk.err != nil {
 			return MergeResult{}, chunk.err
@@ -94,7 +96,6 @@ type merger struct {
 
 	out, errs       blob.Writer
 	outBuf, errsBuf *countingWriter
-	line            []byte // the output line being written, reused
 	res             MergeResult
 }
 
@@ -119,23 +120,35 @@ func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model s
 	return m, m.advancePlanErr()
 }
 
-// mergeReadAhead is how many chunks Merge reads while it writes the one before them:
-// each chunk costs S3 round trips (list its folder, get its parts, get its
-// requests) that would otherwise leave the writing idle. Memory stays bounded by
-// the answers of those chunks and the one being written, whatever the run's size.
-const mergeReadAhead = 4
+// mergeReadAhead is how many chunks Merge reads while it writes the one before
+// them: each chunk costs S3 round trips (list its folder, get its parts) and the
+// CPU of decoding its answers and building its lines, which these chunks' readers
+// spend on as many cores, leaving the writer only bytes to copy. Memory stays
+// bounded by those chunks' answers and lines, whatever the run's size.
+var mergeReadAhead = min(max(runtime.GOMAXPROCS(0), 4), 8)
 
-// mergeChunk is one chunk read for Merge: its answers and its requests in input order.
+// mergeChunk is one chunk read for Merge and ready to write: the output lines of
+// its answered requests, and its requests without an answer.
 type mergeChunk struct {
 	run.ChunkPlan
-	answers map[string]run.Answer
-	reqs    []run.RequestRef
-	err     error
+	out        []byte       // output.jsonl's lines of its answered requests, in input order
+	unanswered []unanswered // in input order
+	answered   int
+	prompt     int64 // tokens of the answered requests
+	completion int64
+	cache      report.CacheUse // every answer's hit or miss; used for a run with a cache
+	err        error
+}
+
+// unanswered is a request without an answer (err nil) or whose answer is an error.
+type unanswered struct {
+	run.RequestRef
+	err *engine.RequestError
 }
 
 // readAhead reads the chunks, up to mergeReadAhead at once, and hands them over in
 // plan order, each through its own channel. Cancelling ctx stops it.
-func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks []run.ChunkPlan) <-chan chan mergeChunk {
+func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model string, chunks []run.ChunkPlan) <-chan chan mergeChunk {
 	queue := make(chan chan mergeChunk, mergeReadAhead)
 	go func() {
 		defer close(queue)
@@ -146,20 +159,61 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks 
 			case <-ctx.Done():
 				return
 			}
-			go func() {
-				c := mergeChunk{ChunkPlan: plan}
-				c.answers, _, c.err = run.LoadAnswers(ctx, store, layout, plan.Index)
-				if c.err == nil {
-					var complete bool
-					if c.reqs, complete = refsOfAnswers(plan, c.answers); !complete {
-						c.reqs, c.err = run.RequestRefs(ctx, store, layout, plan.Index)
-					}
-				}
-				next <- c
-			}()
+			go func() { next <- readMergeChunk(ctx, store, layout, model, plan) }()
 		}
 	}()
 	return queue
+}
+
+// readMergeChunk reads a chunk's answers and builds its output lines.
+func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, model string, plan run.ChunkPlan) mergeChunk {
+	c := mergeChunk{ChunkPlan: plan}
+	answers, err := run.LoadTextAnswers(ctx, store, layout, plan.Index)
+	if err != nil {
+		c.err = err
+		return c
+	}
+	reqs, complete := refsOfAnswers(plan, answers)
+	if !complete {
+		if reqs, err = run.RequestRefs(ctx, store, layout, plan.Index); err != nil {
+			c.err = err
+			return c
+		}
+	}
+	size := 0
+	for _, a := range answers {
+		size += len(a.Text) + len(a.CustomID) + 400 // the envelope around them, with some room
+	}
+	c.out = make([]byte, 0, size)
+	for _, req := range reqs {
+		a, ok := answers[req.CustomID]
+		switch {
+		case !ok:
+			c.unanswered = append(c.unanswered, unanswered{RequestRef: req})
+			continue
+		case a.Cached:
+			c.cache.Hits++
+			c.cache.SavedEngineSeconds += a.EngineSeconds
+			c.cache.SavedPromptTokens += int64(a.PromptTokens)
+			c.cache.SavedCompletionTokens += int64(a.CompletionTokens)
+		default:
+			c.cache.Misses++
+		}
+		if a.Error != nil {
+			c.unanswered = append(c.unanswered, unanswered{RequestRef: req, err: a.Error})
+			continue
+		}
+		id := layout.LineID(req.Line)
+		c.out = batchfile.AppendSuccessTextJSON(c.out, id, req.CustomID, id, batchfile.Answer{
+			Kind: req.Kind, Model: model, Created: a.Created, FinishReason: a.FinishReason,
+			Usage: batchfile.Usage{PromptTokens: a.PromptTokens, CompletionTokens: a.CompletionTokens,
+				TotalTokens: a.PromptTokens + a.CompletionTokens, CachedTokens: a.CachedTokens},
+		}, a.Text)
+		c.answered++
+		c.prompt += int64(a.PromptTokens)
+		c.completion += int64(a.CompletionTokens)
+	}
+	return c
 }
 
 // refsOfAnswers is a chunk's requests in input order, read from its answers when
@@ -167,7 +221,7 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, chunks 
 // so Merge then need not read the chunk object, which is most of the bytes it would
 // read (the messages). complete is false when an answer is missing or the answers'
 // lines do not fit the plan; the chunk object is read then.
-func refsOfAnswers(plan run.ChunkPlan, answers map[string]run.Answer) (refs []run.RequestRef, complete bool) {
+func refsOfAnswers(plan run.ChunkPlan, answers map[string]run.TextAnswer) (refs []run.RequestRef, complete bool) {
 	if len(answers) != plan.Requests {
 		return nil, false
 	}
@@ -187,66 +241,39 @@ func refsOfAnswers(plan run.ChunkPlan, answers map[string]run.Answer) (refs []ru
 	return refs, true
 }
 
-// chunk writes one chunk's requests in input order, with the plan errors that fall
-// before each of them.
+// chunk writes one chunk: its output lines, then its errors, each after the plan
+// errors that fall before it.
 func (m *merger) chunk(chunk mergeChunk, missing func(run.RequestRef) batchfile.OutputLine) error {
-	for _, req := range chunk.reqs {
+	if _, err := m.outBuf.Write(chunk.out); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	m.res.Answered += chunk.answered
+	m.res.PromptTokens += chunk.prompt
+	m.res.CompletionTokens += chunk.completion
+	if c := m.res.Cache; c != nil {
+		c.Hits += chunk.cache.Hits
+		c.Misses += chunk.cache.Misses
+		c.SavedEngineSeconds += chunk.cache.SavedEngineSeconds
+		c.SavedPromptTokens += chunk.cache.SavedPromptTokens
+		c.SavedCompletionTokens += chunk.cache.SavedCompletionTokens
+	}
+	for _, req := range chunk.unanswered {
 		if err := m.planErrorsBefore(req.Line); err != nil {
 			return err
 		}
-		a, ok := chunk.answers[req.CustomID]
-		if ok {
-			m.countCache(a)
-		}
-		var err error
-		switch {
-		case !ok:
-			err = m.writeError(missing(req))
-		case a.Error != nil:
+		line := missing(req.RequestRef)
+		if req.err != nil {
 			status := 400
-			if a.Error.Code == batchfile.CodeEngineError {
+			if req.err.Code == batchfile.CodeEngineError {
 				status = 500
 			}
-			err = m.writeError(batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, a.Error.Code, a.Error.Message))
-		default:
-			err = m.writeAnswer(req, a)
+			line = batchfile.Failure(m.layout.LineID(req.Line), req.CustomID, req.Line, status, req.err.Code, req.err.Message)
 		}
-		if err != nil {
+		if err := m.writeError(line); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (m *merger) writeAnswer(req run.RequestRef, a run.Answer) error {
-	id := m.layout.LineID(req.Line)
-	m.line = batchfile.AppendSuccess(m.line[:0], id, req.CustomID, id, batchfile.Answer{
-		Kind: req.Kind, Model: m.model, Created: a.Created, Text: a.Text, FinishReason: a.FinishReason,
-		Usage: batchfile.Usage{PromptTokens: a.PromptTokens, CompletionTokens: a.CompletionTokens,
-			TotalTokens: a.PromptTokens + a.CompletionTokens, CachedTokens: a.CachedTokens},
-	})
-	m.res.Answered++
-	m.res.PromptTokens += int64(a.PromptTokens)
-	m.res.CompletionTokens += int64(a.CompletionTokens)
-	if _, err := m.outBuf.Write(m.line); err != nil {
-		return fmt.Errorf("write line: %w", err)
-	}
-	return nil
-}
-
-// countCache counts an answer as the cache's hit or miss, for a run with a cache.
-func (m *merger) countCache(a run.Answer) {
-	c := m.res.Cache
-	switch {
-	case c == nil:
-	case a.Cached:
-		c.Hits++
-		c.SavedEngineSeconds += a.EngineSeconds
-		c.SavedPromptTokens += int64(a.PromptTokens)
-		c.SavedCompletionTokens += int64(a.CompletionTokens)
-	default:
-		c.Misses++
-	}
 }
 
 func (m *merger) writeError(line batchfile.OutputLine) error {

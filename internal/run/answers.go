@@ -2,10 +2,13 @@ package run
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/vbatch/vbatch/internal/blob"
 )
@@ -32,47 +35,62 @@ type ChunkState struct {
 // ends with its answer. A zombie attempt that wrote after a newer one started can
 // therefore never duplicate an answer.
 func LoadChunk(ctx context.Context, store blob.Store, l Layout, chunk int) (ChunkState, error) {
+	parts, deaths, lastAttempt, err := listChunk(ctx, store, l, chunk)
+	if err != nil {
+		return ChunkState{}, err
+	}
+	st := ChunkState{Answers: map[string]Answer{}, Parts: len(parts), LastAttempt: lastAttempt}
+	for _, uri := range deaths {
+		var d EngineDeath
+		if err := blob.ReadJSON(ctx, store, uri, &d); err != nil {
+			return ChunkState{}, fmt.Errorf("read %s: %w", uri, err)
+		}
+		st.Deaths = append(st.Deaths, d)
+	}
+	sort.SliceStable(st.Deaths, func(i, j int) bool { return st.Deaths[i].Attempt < st.Deaths[j].Attempt })
+	for _, p := range parts {
+		if err := readPart(ctx, store, p.URI, st.Answers); err != nil {
+			return ChunkState{}, err
+		}
+	}
+	return st, nil
+}
+
+// listChunk lists chunk i's folder: its parts in the order they were written
+// (attempt, then part), its death records, and the highest attempt of any object.
+func listChunk(ctx context.Context, store blob.Store, l Layout, chunk int) (parts []blob.Info, deaths []string, lastAttempt int, err error) {
 	objects, err := store.List(ctx, l.ChunkDir(chunk))
 	if err != nil {
-		return ChunkState{}, fmt.Errorf("list chunk %d: %w", chunk, err)
+		return nil, nil, 0, fmt.Errorf("list chunk %d: %w", chunk, err)
 	}
 	type part struct {
-		uri           string
+		blob.Info
 		attempt, part int
 	}
-	var parts []part
-	st := ChunkState{Answers: map[string]Answer{}}
+	var numbered []part
 	for _, o := range objects {
 		if a, ok := AttemptNumber(o.URI); ok {
-			st.LastAttempt = max(st.LastAttempt, a)
+			lastAttempt = max(lastAttempt, a)
 		}
 		switch {
 		case IsPart(o.URI):
 			a, p, _ := PartNumber(o.URI)
-			parts = append(parts, part{o.URI, a, p})
+			numbered = append(numbered, part{o, a, p})
 		case IsDeath(o.URI):
-			var d EngineDeath
-			if err := blob.ReadJSON(ctx, store, o.URI, &d); err != nil {
-				return ChunkState{}, fmt.Errorf("read %s: %w", o.URI, err)
-			}
-			st.Deaths = append(st.Deaths, d)
+			deaths = append(deaths, o.URI)
 		}
 	}
 	// Numeric order: a lexical listing would put attempt 100 before attempt 99.
-	sort.Slice(parts, func(i, j int) bool {
-		if parts[i].attempt != parts[j].attempt {
-			return parts[i].attempt < parts[j].attempt
+	sort.Slice(numbered, func(i, j int) bool {
+		if numbered[i].attempt != numbered[j].attempt {
+			return numbered[i].attempt < numbered[j].attempt
 		}
-		return parts[i].part < parts[j].part
+		return numbered[i].part < numbered[j].part
 	})
-	sort.SliceStable(st.Deaths, func(i, j int) bool { return st.Deaths[i].Attempt < st.Deaths[j].Attempt })
-	for _, p := range parts {
-		if err := readPart(ctx, store, p.uri, st.Answers); err != nil {
-			return ChunkState{}, err
-		}
+	for _, p := range numbered {
+		parts = append(parts, p.Info)
 	}
-	st.Parts = len(parts)
-	return st, nil
+	return parts, deaths, lastAttempt, nil
 }
 
 // LoadAnswers is LoadChunk's answers and part count.
@@ -98,7 +116,7 @@ func readPart(ctx context.Context, store blob.Store, uri string, into map[string
 			// A part is written whole or not at all; a bad line is corruption.
 			return fmt.Errorf("part %s: %w", uri, err)
 		}
-		if seen, ok := into[a.CustomID]; !ok || (seen.Error != nil && a.Error == nil) {
+		if seen, ok := into[a.CustomID]; keeps(seen, ok, a) {
 			into[a.CustomID] = a
 		}
 	}
@@ -106,4 +124,189 @@ func readPart(ctx context.Context, store blob.Store, uri string, into map[string
 		return fmt.Errorf("read part %s: %w", uri, err)
 	}
 	return nil
+}
+
+// keeps says whether a, read after seen (if ok), is the answer to keep: the first
+// one, unless a success follows an error.
+func keeps(seen Answer, ok bool, a Answer) bool {
+	return !ok || (seen.Error != nil && a.Error == nil)
+}
+
+// TextAnswer is an Answer whose text stays the JSON string it was written as:
+// Merge copies it into the output line (batchfile.AppendSuccessTextJSON) without
+// decoding it into a string and encoding it again, which was most of its CPU.
+// Answer.Text is empty; Text is nil where the part has no text.
+type TextAnswer struct {
+	Answer
+	Text json.RawMessage `json:"text,omitempty"`
+}
+
+// LoadTextAnswers is LoadAnswers for Merge: the same answers, with their texts as
+// JSON (TextAnswer). The parts are fetched and decoded at once, each on its own
+// goroutine, and kept in the order they were written, as LoadChunk keeps them.
+func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, chunk int) (map[string]TextAnswer, error) {
+	parts, _, _, err := listChunk(ctx, store, l, chunk)
+	if err != nil {
+		return nil, err
+	}
+	read := make([][]TextAnswer, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	fetching := make(chan struct{}, partsAtOnce)
+	for i, p := range parts {
+		fetching <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-fetching }()
+			read[i], errs[i] = readTextPart(ctx, store, p)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	answers := map[string]TextAnswer{}
+	for _, part := range read {
+		for _, a := range part {
+			if seen, ok := answers[a.CustomID]; keeps(seen.Answer, ok, a.Answer) {
+				answers[a.CustomID] = a
+			}
+		}
+	}
+	return answers, nil
+}
+
+// partsAtOnce bounds the parts of one chunk that LoadTextAnswers reads at once: a
+// chunk checkpointed every few answers has hundreds.
+const partsAtOnce = 4
+
+func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]TextAnswer, error) {
+	uri := part.URI
+	r, err := store.Open(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("open part: %w", err)
+	}
+	defer r.Close()
+	// Read whole, into a buffer of the size listed: the answers' texts are slices
+	// of it, not copies.
+	var buf bytes.Buffer
+	buf.Grow(int(part.Size) + bytes.MinRead)
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, fmt.Errorf("read part %s: %w", uri, err)
+	}
+	data := buf.Bytes()
+	answers := make([]TextAnswer, 0, bytes.Count(data, []byte{'\n'})+1)
+	var rest []byte
+	for line := range bytes.Lines(data) {
+		if line = bytes.TrimSpace(line); len(line) == 0 {
+			continue
+		}
+		var a TextAnswer
+		if a, rest, err = decodeTextAnswer(line, rest); err != nil {
+			// A part is written whole or not at all; a bad line is corruption.
+			return nil, fmt.Errorf("part %s: %w", uri, err)
+		}
+		answers = append(answers, a)
+	}
+	return answers, nil
+}
+
+// textKey is how encoding/json writes Answer.Text's key, after the fields before
+// it (numbers and strings).
+var textKey = []byte(`,"text":"`)
+
+// decodeTextAnswer decodes one line of a part. The text, most of its bytes, is
+// checked to be a string literal (literalEnd) and replaced by "" for encoding/json,
+// which then decodes a few small fields instead of scanning the text twice (once
+// to check the line, once to decode it). The key's first match is the text's: a
+// string cannot hold its unescaped quotes, and the match must come before any
+// '{' or '[' but the line's first, so it is a key of the line's object; and no key
+// after it may be another name of the text (encoding/json keeps the last). A line
+// of another shape is decoded whole. rest is scratch space, returned for the next line.
+func decodeTextAnswer(line, rest []byte) (TextAnswer, []byte, error) {
+	var a TextAnswer
+	if i := bytes.Index(line, textKey); i > 0 && line[0] == '{' && bytes.IndexAny(line[1:i], "{[") < 0 {
+		start := i + len(textKey) - 1
+		if end, ok := literalEnd(line, start); ok && !mayNameText(line[end:]) {
+			rest = append(append(append(rest[:0], line[:start]...), `""`...), line[end:]...)
+			if err := json.Unmarshal(rest, &a); err == nil && string(a.Text) == `""` {
+				a.Text = line[start:end:end]
+				return a, rest, nil
+			}
+		}
+	}
+	var whole Answer
+	if err := json.Unmarshal(line, &whole); err != nil {
+		return TextAnswer{}, rest, err
+	}
+	a = TextAnswer{Answer: whole}
+	if a.Answer.Text != "" {
+		a.Answer.Text = ""
+		a.Text, _ = json.Marshal(whole.Text) // a string always encodes
+	}
+	return a, rest, nil
+}
+
+// mayNameText says whether b may hold a key that encoding/json matches to "text":
+// it matches keys case-insensitively, and a key may be escaped.
+func mayNameText(b []byte) bool {
+	if bytes.IndexByte(b, '\\') >= 0 {
+		return true
+	}
+	for i := 0; i+4 <= len(b); i++ {
+		if b[i]|0x20 == 't' && b[i+1]|0x20 == 'e' && b[i+2]|0x20 == 'x' && b[i+3]|0x20 == 't' {
+			return true
+		}
+	}
+	return false
+}
+
+// inLiteral marks the bytes that literalEnd passes over: all but '"', '\\' and
+// control characters.
+var inLiteral = func() (t [256]bool) {
+	for b := 0x20; b < 256; b++ {
+		t[b] = b != '"' && b != '\\'
+	}
+	return t
+}()
+
+// literalEnd is the index just past the JSON string literal whose opening quote
+// is b[i]; ok is false where it does not end, or is not a literal that
+// encoding/json accepts (a control character, an unknown escape). Unlike
+// stringEnd, it checks the literal: Merge copies it into output.jsonl.
+func literalEnd(b []byte, i int) (end int, ok bool) {
+	for i++; i < len(b); i++ {
+		for i < len(b) && inLiteral[b[i]] {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, true
+		case c < 0x20:
+			return 0, false
+		case c == '\\':
+			if i+1 == len(b) {
+				return 0, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i++
+			case 'u':
+				if i+6 > len(b) {
+					return 0, false
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return 0, false
+					}
+				}
+				i += 5
+			default:
+				return 0, false
+			}
+		}
+	}
+	return 0, false
 }

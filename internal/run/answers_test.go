@@ -1,7 +1,10 @@
 package run
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -9,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/engine"
 )
 
 func put(t *testing.T, store blob.Store, uri, data string) {
@@ -68,4 +72,73 @@ func TestAttemptScopedNames(t *testing.T) {
 	assert.False(t, ok)
 	assert.True(t, IsDeath(l.Death(1, 2)))
 	assert.False(t, IsPart(l.Death(1, 2)))
+}
+
+// decodeTextAnswer gives what encoding/json gives for the whole line — the same
+// answer, its text as a literal that decodes to the same string — or fails where
+// it fails: for the lines the checkpointer writes, and for any other.
+func FuzzDecodeTextAnswerIsUnmarshal(f *testing.F) {
+	for _, a := range []Answer{
+		{CustomID: "cand-1", Line: 7, Kind: "chat", Created: 1700000000, Text: `{"score": 7, "reason": "solid <experience>"}`,
+			FinishReason: "stop", PromptTokens: 784, CompletionTokens: 309, Attempt: 1, EngineSeconds: 0.01, Cached: true},
+		{CustomID: `a,"text":"b`, Line: 1, Kind: "completion", Text: "tabs\tnew\nlines \u2028 \xff é 😀 \\ \""},
+		{CustomID: "e", Error: &engine.RequestError{Code: "prompt_too_long", Message: `text "x"`}, Attempt: 2},
+	} {
+		var line bytes.Buffer
+		require.NoError(f, json.NewEncoder(&line).Encode(a))
+		f.Add(line.String())
+	}
+	for _, s := range []string{`{"custom_id":"a","text":"x","TEXT":"y"}`, `{"custom_id":"a","text":"x","t\u0065xt":"y"}`,
+		`{"x":[1,"text":"y"]}`, `{"custom_id":"abc,"text":"X""}`, `{"error":{"code":"a","text":"b"}}`, `{"custom_id":"a","text":"\ud800\u00e9\/"}`,
+		`{"custom_id":"a","text":"x"} `, `{"custom_id":"a","text":"x\u12"}`, `{"custom_id":"a","text":null}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		var want Answer
+		wantErr := json.Unmarshal([]byte(line), &want)
+		got, _, err := decodeTextAnswer([]byte(line), nil)
+		if wantErr != nil {
+			require.Error(t, err)
+			return
+		}
+		require.NoError(t, err)
+		var text string
+		if got.Text != nil {
+			require.NoError(t, json.Unmarshal(got.Text, &text), "text %q", got.Text)
+		}
+		assert.Equal(t, want.Text, text)
+		want.Text = ""
+		assert.Equal(t, want, got.Answer)
+	})
+}
+
+// Merge reads parts with LoadTextAnswers: the same answers as LoadChunk keeps.
+func TestLoadTextAnswersKeepsWhatLoadChunkKeeps(t *testing.T) {
+	ctx := context.Background()
+	store, err := blob.New(ctx, blob.Config{})
+	require.NoError(t, err)
+	l := NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+	put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
+	put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried \"<é>\""}`+"\n"+
+		`{"custom_id":"c","error":{"code":"prompt_too_long","message":"x"}}`+"\n")
+	put(t, store, l.Part(0, 100, 2), `{"custom_id":"c","error":{"code":"engine_error","message":"later"}}`+"\n")
+	for p := 3; p < 12; p++ { // more parts than are read at once
+		put(t, store, l.Part(0, 100, p), fmt.Sprintf(`{"custom_id":"d%d","line":%d,"text":"part %d"}`, p, p, p)+"\n")
+	}
+
+	st, err := LoadChunk(ctx, store, l, 0)
+	require.NoError(t, err)
+	got, err := LoadTextAnswers(ctx, store, l, 0)
+	require.NoError(t, err)
+	require.Len(t, got, len(st.Answers))
+	for id, want := range st.Answers {
+		var text string
+		if got[id].Text != nil {
+			require.NoError(t, json.Unmarshal(got[id].Text, &text))
+		}
+		assert.Equal(t, want.Text, text, id)
+		want.Text = ""
+		assert.Equal(t, want, got[id].Answer, id)
+	}
+	assert.Equal(t, `"retried \"<é>\""`, string(got["b"].Text))
 }
