@@ -49,7 +49,8 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 	ctx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	lastBeat := time.Now()
-	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks) {
+	written := make(chan []byte, mergeReadAhead+1) // chunks' output buffers, for reuse
+	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks, written) {
 		chunk := <-next
 		if chunk.err != nil {
 			return MergeResult{}, chunk.err
@@ -74,6 +75,10 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 		}
 		if err := m.chunk(chunk, missing); err != nil {
 			return MergeResult{}, err
+		}
+		select {
+		case written <- chunk.out[:0]:
+		default:
 		}
 		if time.Since(lastBeat) > heartbeatEvery {
 			activity.RecordHeartbeat(ctx, chunk.Index)
@@ -147,8 +152,11 @@ type unanswered struct {
 }
 
 // readAhead reads the chunks, up to mergeReadAhead at once, and hands them over in
-// plan order, each through its own channel. Cancelling ctx stops it.
-func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model string, chunks []run.ChunkPlan) <-chan chan mergeChunk {
+// plan order, each through its own channel; it builds their output lines in the
+// buffers that come back through written, when there are any. Cancelling ctx
+// stops it.
+func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model string, chunks []run.ChunkPlan,
+	written <-chan []byte) <-chan chan mergeChunk {
 	queue := make(chan chan mergeChunk, mergeReadAhead)
 	go func() {
 		defer close(queue)
@@ -159,14 +167,19 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model s
 			case <-ctx.Done():
 				return
 			}
-			go func() { next <- readMergeChunk(ctx, store, layout, model, plan) }()
+			var out []byte
+			select {
+			case out = <-written:
+			default:
+			}
+			go func() { next <- readMergeChunk(ctx, store, layout, model, plan, out) }()
 		}
 	}()
 	return queue
 }
 
-// readMergeChunk reads a chunk's answers and builds its output lines.
-func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, model string, plan run.ChunkPlan) mergeChunk {
+// readMergeChunk reads a chunk's answers and builds its output lines, into out.
+func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, model string, plan run.ChunkPlan, out []byte) mergeChunk {
 	c := mergeChunk{ChunkPlan: plan}
 	answers, err := run.LoadTextAnswers(ctx, store, layout, plan.Index)
 	if err != nil {
@@ -182,9 +195,11 @@ func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, mo
 	}
 	size := 0
 	for _, a := range answers {
-		size += len(a.Text) + len(a.CustomID) + 400 // the envelope around them, with some room
+		// The envelope holds the custom_id once, the line's id three times and the
+		// model once, in about 350 bytes of its own.
+		size += len(a.Text) + len(a.CustomID) + 3*len(layout.LineID(a.Line)) + len(model) + 400
 	}
-	c.out = make([]byte, 0, size)
+	c.out = slices.Grow(out, size)
 	for _, req := range reqs {
 		a, ok := answers[req.CustomID]
 		switch {
