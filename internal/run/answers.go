@@ -224,7 +224,7 @@ var textKey = []byte(`,"text":"`)
 // of another shape is decoded whole. rest is scratch space, returned for the next line.
 func decodeTextAnswer(line, rest []byte) (TextAnswer, []byte, error) {
 	var a TextAnswer
-	if i := bytes.Index(line, textKey); i > 0 && line[0] == '{' && bytes.IndexAny(line[1:i], "{[") < 0 {
+	if i := bytes.Index(line, textKey); i > 0 && line[0] == '{' && !bytes.ContainsAny(line[1:i], "{[") {
 		start := i + len(textKey) - 1
 		if end, ok := literalEnd(line, start); ok && !mayNameText(line[end:]) {
 			rest = append(append(append(rest[:0], line[:start]...), `""`...), line[end:]...)
