@@ -86,8 +86,12 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 			if role != roleAll && role != roleControl && role != roleGPU {
 				return fmt.Errorf("--role %q: use all, control or gpu", role)
 			}
-			if role == roleAll || role == roleControl {
-				tightenGC()
+			tightenGC(role)
+			if role == roleGPU {
+				// A GPU worker's requests to Temporal are heartbeats, polls and small
+				// results, which gzip does not shrink; its compressors (about 0.8 MB
+				// each, pooled per P) only held memory. See gpuGCPercent.
+				a.cfg.Temporal.ConnectionOptions.GrpcCompression = &client.GrpcCompressionNone{}
 			}
 			stopMetrics, err := a.serveMetrics(flags.metricsAddr)
 			if err != nil {
@@ -128,12 +132,27 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 // at half the live heap; see docs/benchmarks.md "Control worker peak RSS".
 const controlGCPercent = 50
 
-// tightenGC sets controlGCPercent, leaving an explicit GOGC alone.
-func tightenGC() {
+// gpuGCPercent is the GPU worker's GOGC (also of --role all) unless the
+// environment sets one. Its live heap is the chunks in flight (their requests,
+// the lines to the engines, the answers), which a long run keeps at a full
+// worker's worth for hours while a short one, whose chunks shrink towards the
+// tail, holds it for a moment; with Go's default of 100 the heap then peaked at
+// twice the longest run's largest live heap. 25 keeps the headroom at a quarter;
+// the GCs' cost showed only with engines 200× the targets' speed (2 % of a
+// 16-core host); see docs/benchmarks.md "GPU worker peak RSS".
+const gpuGCPercent = 25
+
+// tightenGC sets the GOGC of role's workers, leaving an explicit GOGC alone.
+func tightenGC(role string) {
 	if os.Getenv("GOGC") != "" {
 		return
 	}
-	debug.SetGCPercent(controlGCPercent)
+	switch role {
+	case roleControl:
+		debug.SetGCPercent(controlGCPercent)
+	case roleGPU, roleAll:
+		debug.SetGCPercent(gpuGCPercent)
+	}
 }
 
 // runningWorkers are started workers, stopped together.
