@@ -133,8 +133,8 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 const controlGCPercent = 50
 
 // gpuGCPercent is the GPU worker's GOGC (also of --role all) unless the
-// environment sets one. Its live heap is the chunks in flight (their requests,
-// the lines to the engines, the answers), which a long run keeps at a full
+// environment sets one. Its live heap is the chunks in flight (their requests
+// and answers), which a long run keeps at a full
 // worker's worth for hours while a short one, whose chunks shrink towards the
 // tail, holds it for a moment; with Go's default of 100 the heap then peaked at
 // twice the longest run's largest live heap. 25 keeps the headroom at a quarter;

@@ -91,7 +91,7 @@ type Process struct {
 	// The stdin queue never blocks its callers, so an abort is never stuck behind
 	// a runner that is slow to read.
 	queueMu  sync.Mutex
-	queue    [][]byte
+	queue    []command
 	queueSig chan struct{}
 
 	mu        sync.Mutex
@@ -334,6 +334,15 @@ func (p *Process) addInFlight(delta int64) {
 	}
 }
 
+// command is one line for the runner's stdin: a submit, encoded only when the writer
+// reaches it (a chunk waiting for a busy runner is then held once, as its requests,
+// not also as their lines: a worker holds every chunk in flight), or a ready line.
+// The zero command closes stdin.
+type command struct {
+	submit *submitCommand
+	line   []byte
+}
+
 type submitCommand struct {
 	Op      string            `json:"op"`
 	ID      string            `json:"id"`
@@ -357,14 +366,10 @@ func (p *Process) Generate(ctx context.Context, reqs []batchfile.Request, onOutc
 	}
 	call := &generation{outcomes: make(chan Outcome, len(reqs))}
 	ids := make([]string, len(reqs))
-	lines := make([][]byte, len(reqs))
+	cmds := make([]command, len(reqs))
 	for i, req := range reqs {
 		ids[i] = strconv.FormatUint(p.nextID.Add(1), 10)
-		line, err := json.Marshal(submitCommand{Op: "submit", ID: ids[i], Request: req})
-		if err != nil {
-			return fmt.Errorf("encode request %s (line %d): %w", req.CustomID, req.Line, err)
-		}
-		lines[i] = line
+		cmds[i] = command{submit: &submitCommand{Op: "submit", ID: ids[i], Request: req}}
 	}
 
 	p.mu.Lock()
@@ -378,7 +383,7 @@ func (p *Process) Generate(ctx context.Context, reqs []batchfile.Request, onOutc
 	}
 	p.stats.Submitted += int64(len(reqs))
 	p.mu.Unlock()
-	p.send(lines...)
+	p.send(cmds...)
 
 	remaining := len(reqs)
 	for remaining > 0 {
@@ -421,7 +426,7 @@ func (p *Process) diedError() error {
 
 // abort forgets the ids still outstanding and tells the runner to drop them.
 func (p *Process) abort(ids []string) {
-	var lines [][]byte
+	var cmds []command
 	p.mu.Lock()
 	for _, id := range ids {
 		if _, ok := p.pending[id]; !ok {
@@ -430,20 +435,20 @@ func (p *Process) abort(ids []string) {
 		delete(p.pending, id)
 		p.addInFlight(-1)
 		line, _ := json.Marshal(idCommand{Op: "abort", ID: id})
-		lines = append(lines, line)
+		cmds = append(cmds, command{line: line})
 	}
 	exited := p.exited
 	p.mu.Unlock()
-	if !exited && len(lines) > 0 {
-		p.send(lines...)
+	if !exited && len(cmds) > 0 {
+		p.send(cmds...)
 	}
 }
 
-// send queues lines for the runner's stdin; a nil line closes stdin after the
-// lines before it.
-func (p *Process) send(lines ...[]byte) {
+// send queues commands for the runner's stdin; the zero command closes stdin after
+// the commands before it.
+func (p *Process) send(cmds ...command) {
 	p.queueMu.Lock()
-	p.queue = append(p.queue, lines...)
+	p.queue = append(p.queue, cmds...)
 	p.queueMu.Unlock()
 	select {
 	case p.queueSig <- struct{}{}:
@@ -455,6 +460,7 @@ func (p *Process) send(lines ...[]byte) {
 func (p *Process) writeCommands() {
 	defer p.closeStdin()
 	w := bufio.NewWriterSize(p.stdin, 64<<10)
+	enc := json.NewEncoder(w) // json.Marshal's bytes and a newline
 	for {
 		select {
 		case <-p.queueSig:
@@ -465,19 +471,42 @@ func (p *Process) writeCommands() {
 		batch := p.queue
 		p.queue = nil
 		p.queueMu.Unlock()
-		for _, line := range batch {
-			if line == nil {
+		for _, c := range batch {
+			switch {
+			case c.submit != nil:
+				if err := enc.Encode(c.submit); err != nil {
+					p.refuse(c.submit, err)
+				}
+			case c.line != nil:
+				_, _ = w.Write(c.line)
+				_ = w.WriteByte('\n')
+			default:
 				_ = w.Flush()
 				return
 			}
-			_, _ = w.Write(line)
-			_ = w.WriteByte('\n')
 		}
 		if err := w.Flush(); err != nil {
 			// The runner stopped reading: it is exiting, and wait reports why.
 			p.log.Debug("engine stdin closed", zap.Error(err))
 			return
 		}
+	}
+}
+
+// refuse answers a request that could not be encoded for the runner (an invalid
+// raw JSON field) with an error outcome; the runner never sees it.
+func (p *Process) refuse(c *submitCommand, err error) {
+	p.mu.Lock()
+	pr, ok := p.pending[c.ID]
+	if ok {
+		delete(p.pending, c.ID)
+		p.addInFlight(-1)
+		p.stats.Finished++
+	}
+	p.mu.Unlock()
+	if ok {
+		pr.call.outcomes <- Outcome{Request: pr.req, Err: &RequestError{Code: batchfile.CodeInvalidRequest,
+			Message: fmt.Sprintf("cannot encode the request for the engine: %v", err)}}
 	}
 }
 
@@ -691,7 +720,7 @@ func (p *Process) Close() error {
 	p.mu.Unlock()
 	if first {
 		shutdown, _ := json.Marshal(idCommand{Op: "shutdown"})
-		p.send(shutdown, nil)
+		p.send(command{line: shutdown}, command{})
 	}
 	timer := time.NewTimer(shutdownWait)
 	defer timer.Stop()

@@ -321,6 +321,28 @@ func TestProcessPerRequestErrors(t *testing.T) {
 	assert.Equal(t, int64(0), st.InFlight)
 }
 
+// Requests are encoded only as they are written to the runner; one that cannot be
+// encoded is that request's error, not the call's.
+func TestProcessRefusesARequestItCannotEncode(t *testing.T) {
+	p := startSim(t, SimConfig{TokensPerSecond: 1e6}, Settings{}, nil)
+	broken := chat("broken", "fine", nil)
+	broken.Messages = json.RawMessage(`[{"role":`)
+	reqs := []batchfile.Request{chat("before", "fine", nil), broken, chat("after", "fine", nil)}
+	got, err := generate(t, context.Background(), p, reqs)
+	require.NoError(t, err)
+	require.Len(t, got, len(reqs))
+	require.NotNil(t, got["broken"].Err)
+	assert.Equal(t, batchfile.CodeInvalidRequest, got["broken"].Err.Code)
+	assert.Contains(t, got["broken"].Err.Message, "cannot encode the request for the engine")
+	for _, id := range []string{"before", "after"} {
+		require.NotNil(t, got[id].Result, id)
+		assert.Equal(t, "stop", got[id].Result.FinishReason, id)
+	}
+	st := p.Stats()
+	assert.Equal(t, int64(3), st.Finished)
+	assert.Equal(t, int64(0), st.InFlight)
+}
+
 func TestProcessKilledMidGenerate(t *testing.T) {
 	p := startSim(t, SimConfig{TokensPerSecond: 200, BatchSize: 4}, Settings{}, nil)
 	var reqs []batchfile.Request
