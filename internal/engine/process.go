@@ -460,7 +460,10 @@ func (p *Process) send(cmds ...command) {
 func (p *Process) writeCommands() {
 	defer p.closeStdin()
 	w := bufio.NewWriterSize(p.stdin, 64<<10)
-	enc := json.NewEncoder(w) // json.Marshal's bytes and a newline
+	// A submit is encoded into line first, so that only an encoding error, never a
+	// write to a runner that is exiting, refuses its request.
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line) // json.Marshal's bytes and a newline
 	for {
 		select {
 		case <-p.queueSig:
@@ -474,9 +477,12 @@ func (p *Process) writeCommands() {
 		for _, c := range batch {
 			switch {
 			case c.submit != nil:
+				line.Reset()
 				if err := enc.Encode(c.submit); err != nil {
 					p.refuse(c.submit, err)
+					continue
 				}
+				_, _ = w.Write(line.Bytes())
 			case c.line != nil:
 				_, _ = w.Write(c.line)
 				_ = w.WriteByte('\n')
