@@ -110,9 +110,6 @@ func (p *pool) dispatch(s *slot) {
 			s.submitted += len(batch)
 			j.outstanding += len(batch)
 			p.unstarted -= len(batch)
-			if p.hungryLocked() {
-				signal(p.hungry)
-			}
 			go p.generate(s, s.engine, j, batch)
 			continue
 		}
@@ -198,6 +195,9 @@ func (p *pool) finishedLocked(s *slot, j *job, n int) {
 	j.outstanding -= n
 	signal(s.wake)
 	signal(j.wake)
+	if p.hungryLocked() {
+		signal(p.hungry)
+	}
 }
 
 // signal wakes the one waiter on a channel of capacity 1 without blocking.
@@ -208,13 +208,16 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// hungryLocked says the requests waiting in the worker no longer fill every engine's
-// batch once more: the worker should take another chunk than its usual share
-// (chunkSlots), as it does near the end of a run, where chunks are small. False
-// where an engine does not say its batch.
+// hungryLocked says the requests the worker holds, in its engines or waiting for
+// them, are fewer than two batches of every engine: the worker should take another
+// chunk than its usual share (chunkSlots), as it does near the end of a run, where
+// chunks are small. Counting requests, not chunks, keeps a worker whose engines
+// outrun it (its share of full chunks already holds many batches) from taking
+// more chunks into memory. False where an engine does not say its batch.
 func (p *pool) hungryLocked() bool {
-	batch := 0
+	batch, held := 0, p.unstarted
 	for _, s := range p.slots {
+		held += s.submitted
 		if s.engine == nil {
 			continue
 		}
@@ -224,7 +227,7 @@ func (p *pool) hungryLocked() bool {
 		}
 		batch += n
 	}
-	return batch > 0 && p.unstarted < batch
+	return batch > 0 && held < 2*batch
 }
 
 // hungry is hungryLocked for callers without the lock.

@@ -13,9 +13,9 @@ import (
 // while chunks are large, but near the end of a run Plan cuts them small (a
 // sixteenth of a full chunk), and two of those leave an engine's batch mostly empty.
 // So the worker takes its usual share, engines × chunks per engine, whenever it
-// has room, and more, up to most, while the requests waiting in it no longer fill
-// its engines' batches (pool.hungryLocked): a worker takes work by the requests its
-// engines can run, not by a count of chunks.
+// has room, and more, up to most, while the requests it holds are fewer than two
+// batches of its engines (pool.hungryLocked): a worker takes work by the requests
+// its engines can run, not by a count of chunks.
 type chunkSlots struct {
 	pool *pool
 	base int // always granted

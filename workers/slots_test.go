@@ -33,22 +33,22 @@ func TestAWorkerTakesMoreChunksOnlyWhileTheirRequestsCannotFillItsEngines(t *tes
 	require.True(t, reserve())
 	require.True(t, reserve())
 	// A chunk of 20 requests: the engine takes its batch of 4 and a margin of 2,
-	// 14 wait in the worker, more than the engine runs at once: no third chunk.
+	// 14 wait in the worker; 20 are more than two batches: no third chunk.
 	lease, err := p.Acquire(ctx)
 	require.NoError(t, err)
 	defer lease.Release()
 	go func() { _ = lease.Engine.Generate(ctx, requests(20), func(engine.Outcome) {}) }()
 	require.Eventually(t, func() bool { return len(held.served()) == 6 }, 5*time.Second, 5*time.Millisecond)
-	assert.False(t, reserve(), "14 requests wait for an engine of batch 4: the worker is not hungry")
+	assert.False(t, reserve(), "20 requests held for an engine of batch 4: the worker is not hungry")
 
 	// Released, a slot comes back at once.
 	slots.ReleaseSlot(nil)
 	assert.True(t, reserve())
 
-	// Once what waits no longer fills the engine's batch, the worker takes more
-	// chunks, up to 8.
+	// Once it holds fewer than two batches (the 6 in the engine, none waiting), the
+	// worker takes more chunks, up to 8.
 	p.mu.Lock()
-	p.unstarted = 3
+	p.unstarted = 0
 	p.mu.Unlock()
 	for range 6 {
 		assert.True(t, reserve(), "a hungry worker takes another chunk")
