@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/testsuite"
 
 	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/run"
@@ -30,16 +29,9 @@ func planLines(t *testing.T, contents []string, maxTokens int, in PlanInput) []r
 	in.Input = dir + "/in.jsonl"
 	in.Run = run.NewLayout(dir, "run1")
 	in.Model = "m"
-	w, err := store.Create(context.Background(), in.Input)
-	require.NoError(t, err)
-	_, err = w.Write([]byte(b.String()))
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	writeObject(t, store, in.Input, []byte(b.String()))
 
-	var ts testsuite.WorkflowTestSuite
-	env := ts.NewTestActivityEnvironment()
-	c := &Control{Store: store}
-	env.RegisterActivity(c)
+	env, c := controlActivities(store)
 	val, err := env.ExecuteActivity(c.Plan, in)
 	require.NoError(t, err)
 	var res PlanResult

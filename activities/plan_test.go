@@ -29,16 +29,8 @@ func BenchmarkPlan(b *testing.B) {
 	var data bytes.Buffer
 	require.NoError(b, synth.WriteCandidates(&data, synth.Options{N: 20_000, Seed: 1, Model: "m"}))
 	input := dir + "/in.jsonl"
-	w, err := store.Create(context.Background(), input)
-	require.NoError(b, err)
-	_, err = w.Write(data.Bytes())
-	require.NoError(b, err)
-	require.NoError(b, w.Close())
-
-	var ts testsuite.WorkflowTestSuite
-	env := ts.NewTestActivityEnvironment()
-	c := &Control{Store: store}
-	env.RegisterActivity(c)
+	writeObject(b, store, input, data.Bytes())
+	env, c := controlActivities(store)
 	b.SetBytes(int64(data.Len()))
 	b.ResetTimer()
 	for i := range b.N {
@@ -109,16 +101,8 @@ func planSlowStore(t *testing.T, n int, failChunk int) (slowCloseStore, run.Layo
 	for i := range n {
 		fmt.Fprintf(&in, `{"custom_id":"r%d","prompt":"p"}`+"\n", i+1)
 	}
-	w, err := files.Create(context.Background(), dir+"/in.jsonl")
-	require.NoError(t, err)
-	_, err = w.Write(in.Bytes())
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-
-	var ts testsuite.WorkflowTestSuite
-	env := ts.NewTestActivityEnvironment()
-	c := &Control{Store: store}
-	env.RegisterActivity(c)
+	writeObject(t, files, dir+"/in.jsonl", in.Bytes())
+	env, c := controlActivities(store)
 	val, err := env.ExecuteActivity(c.Plan, PlanInput{Run: layout, Input: dir + "/in.jsonl", Model: "m", ChunkSize: 10})
 	var res PlanResult
 	if err == nil {
@@ -166,4 +150,23 @@ func TestPlanFailsWhenAChunkFailsToClose(t *testing.T) {
 		_, err = store.Stat(context.Background(), layout.Manifest())
 		require.ErrorIs(t, err, blob.ErrNotFound)
 	}
+}
+
+// writeObject stores data at uri.
+func writeObject(tb testing.TB, store blob.Store, uri string, data []byte) {
+	tb.Helper()
+	w, err := store.Create(context.Background(), uri)
+	require.NoError(tb, err)
+	_, err = w.Write(data)
+	require.NoError(tb, err)
+	require.NoError(tb, w.Close())
+}
+
+// controlActivities is a test environment with the control worker's activities on store.
+func controlActivities(store blob.Store) (*testsuite.TestActivityEnvironment, *Control) {
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	c := &Control{Store: store}
+	env.RegisterActivity(c)
+	return env, c
 }

@@ -62,6 +62,7 @@ func (p *pool) feed(ctx context.Context, owner *slot, reqs []batchfile.Request, 
 	defer p.mu.Unlock()
 	p.jobs = append(p.jobs, j)
 	p.unstarted += len(j.pending)
+	p.lastJob = len(j.pending)
 	p.notifyLocked()
 	for {
 		if p.closed {
@@ -195,7 +196,7 @@ func (p *pool) finishedLocked(s *slot, j *job, n int) {
 	j.outstanding -= n
 	signal(s.wake)
 	signal(j.wake)
-	if p.hungryLocked() {
+	if p.hungryLocked(0) {
 		signal(p.hungry)
 	}
 }
@@ -213,9 +214,17 @@ func signal(ch chan struct{}) {
 // chunk than its usual share (chunkSlots), as it does near the end of a run, where
 // chunks are small. Counting requests, not chunks, keeps a worker whose engines
 // outrun it (its share of full chunks already holds many batches) from taking
-// more chunks into memory. False where an engine does not say its batch.
-func (p *pool) hungryLocked() bool {
-	batch, held := 0, p.unstarted
+// more chunks into memory. running is how many chunk activities the worker runs;
+// those not feeding engines yet (reading their chunk) count as big as the latest
+// chunk fed, or a worker slower than its engines would take chunk after chunk
+// while the ones it has are still being read (before the first chunk, they count
+// as too many). False where an engine does not say its batch.
+func (p *pool) hungryLocked(running int) bool {
+	arriving := max(running-len(p.jobs), 0)
+	if arriving > 0 && p.lastJob == 0 {
+		return false
+	}
+	batch, held := 0, p.unstarted+arriving*p.lastJob
 	for _, s := range p.slots {
 		held += s.submitted
 		if s.engine == nil {
@@ -230,9 +239,9 @@ func (p *pool) hungryLocked() bool {
 	return batch > 0 && held < 2*batch
 }
 
-// hungry is hungryLocked for callers without the lock.
-func (p *pool) isHungry() bool {
+// isHungry is hungryLocked for callers without the lock.
+func (p *pool) isHungry(running int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.hungryLocked()
+	return p.hungryLocked(running)
 }

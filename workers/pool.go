@@ -32,6 +32,7 @@ type pool struct {
 	closed  bool
 
 	unstarted int           // requests of the jobs not handed to an engine yet
+	lastJob   int           // requests of the latest job
 	hungry    chan struct{} // signalled when they no longer fill the engines (hungryLocked)
 }
 

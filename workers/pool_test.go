@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/vbatch/vbatch/activities"
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/engine"
 )
@@ -218,18 +219,26 @@ func requests(n int) []batchfile.Request {
 	return reqs
 }
 
-func TestAnIdleEngineTakesTheUnstartedRequestsOfAnotherSlotsChunk(t *testing.T) {
-	slow, fast := newBatchEngine(2, true), newBatchEngine(2, false)
+// leaseSlot0 starts a pool of two slots whose engines start returns (also when
+// one restarts) and leases slot 0 to a chunk.
+func leaseSlot0(t *testing.T, start func(slot int) engine.Engine) activities.Lease {
+	t.Helper()
 	p, err := newPool(context.Background(), [][]string{nil, nil}, func(_ context.Context, slot int) (engine.Engine, error) {
-		return []*batchEngine{slow, fast}[slot], nil
+		return start(slot), nil
 	}, nil, zap.NewNop())
 	require.NoError(t, err)
-	defer p.Close()
-	ctx := context.Background()
-	lease, err := p.Acquire(ctx)
+	t.Cleanup(p.Close)
+	lease, err := p.Acquire(context.Background())
 	require.NoError(t, err)
-	defer lease.Release()
+	t.Cleanup(lease.Release)
 	require.Equal(t, 0, lease.Slot, "the first chunk goes to slot 0")
+	return lease
+}
+
+func TestAnIdleEngineTakesTheUnstartedRequestsOfAnotherSlotsChunk(t *testing.T) {
+	slow, fast := newBatchEngine(2, true), newBatchEngine(2, false)
+	lease := leaseSlot0(t, func(slot int) engine.Engine { return []*batchEngine{slow, fast}[slot] })
+	ctx := context.Background()
 
 	var mu sync.Mutex
 	answered := map[string]int{}
@@ -264,18 +273,13 @@ func TestAnIdleEngineTakesTheUnstartedRequestsOfAnotherSlotsChunk(t *testing.T) 
 
 func TestAnEngineThatDiesWithAnotherSlotsRequestsFailsThatChunk(t *testing.T) {
 	held, thief := newBatchEngine(2, true), newBatchEngine(2, true)
-	p, err := newPool(context.Background(), [][]string{nil, nil}, func(_ context.Context, slot int) (engine.Engine, error) {
+	lease := leaseSlot0(t, func(slot int) engine.Engine {
 		if slot == 1 && thief.served() != nil {
-			return newBatchEngine(2, false), nil // the restarted engine
+			return newBatchEngine(2, false) // the restarted engine
 		}
-		return []*batchEngine{held, thief}[slot], nil
-	}, nil, zap.NewNop())
-	require.NoError(t, err)
-	defer p.Close()
+		return []*batchEngine{held, thief}[slot]
+	})
 	ctx := context.Background()
-	lease, err := p.Acquire(ctx)
-	require.NoError(t, err)
-	defer lease.Release()
 
 	var outcomes atomic.Int64
 	fed := make(chan error, 1)

@@ -22,7 +22,8 @@ type chunkSlots struct {
 	most int // granted while the engines are hungry
 
 	mu      sync.Mutex
-	used    int
+	used    int           // permits out, polling or running a chunk
+	running int           // permits running a chunk
 	changed chan struct{} // closed and replaced when a slot is released
 }
 
@@ -59,23 +60,42 @@ func (c *chunkSlots) ReserveSlot(ctx context.Context, _ worker.SlotReservationIn
 func (c *chunkSlots) TryReserveSlot(worker.SlotReservationInfo) *worker.SlotPermit {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.used < c.base || (c.used < c.most && c.pool.isHungry()) {
+	if c.used < c.base || (c.used < c.most && c.pool.isHungry(c.running)) {
 		c.used++
-		return &worker.SlotPermit{}
+		return &worker.SlotPermit{UserData: new(bool)}
 	}
 	return nil
 }
 
-// MarkSlotUsed implements worker.SlotSupplier.
-func (c *chunkSlots) MarkSlotUsed(worker.SlotMarkUsedInfo) {}
-
-// ReleaseSlot implements worker.SlotSupplier.
-func (c *chunkSlots) ReleaseSlot(worker.SlotReleaseInfo) {
+// MarkSlotUsed implements worker.SlotSupplier: the permit's poll got a chunk.
+func (c *chunkSlots) MarkSlotUsed(info worker.SlotMarkUsedInfo) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ran := ranChunk(info); ran != nil && !*ran {
+		*ran = true
+		c.running++
+	}
+}
+
+// ReleaseSlot implements worker.SlotSupplier.
+func (c *chunkSlots) ReleaseSlot(info worker.SlotReleaseInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ran := ranChunk(info); ran != nil && *ran {
+		c.running--
+	}
 	c.used--
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// ranChunk is the flag a permit of chunkSlots carries: whether it ran a chunk.
+func ranChunk(info interface{ Permit() *worker.SlotPermit }) *bool {
+	if info == nil || info.Permit() == nil {
+		return nil
+	}
+	ran, _ := info.Permit().UserData.(*bool)
+	return ran
 }
 
 // MaxSlots implements worker.SlotSupplier.

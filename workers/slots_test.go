@@ -13,8 +13,25 @@ import (
 	"github.com/vbatch/vbatch/internal/engine"
 )
 
+// slotInfo is what the SDK tells a slot supplier of a permit it marks or releases;
+// chunkSlots asks only for the permit.
+type slotInfo struct {
+	worker.SlotReleaseInfo
+	permit *worker.SlotPermit
+}
+
+func (i slotInfo) Permit() *worker.SlotPermit { return i.permit }
+
+func (c *chunkSlots) reserveWithin(d time.Duration) *worker.SlotPermit {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	permit, _ := c.ReserveSlot(ctx, nil)
+	return permit
+}
+
 func TestAWorkerTakesMoreChunksOnlyWhileTheirRequestsCannotFillItsEngines(t *testing.T) {
-	held := newBatchEngine(4, true)
+	held := newBatchEngine(4, true) // runs 4 at once; the worker hands it 6 (a margin of 2)
+	defer close(held.release)
 	p, err := newPool(context.Background(), [][]string{nil}, func(context.Context, int) (engine.Engine, error) {
 		return held, nil
 	}, nil, zap.NewNop())
@@ -22,40 +39,63 @@ func TestAWorkerTakesMoreChunksOnlyWhileTheirRequestsCannotFillItsEngines(t *tes
 	defer p.Close()
 	slots := newChunkSlots(p, 2, 8)
 	ctx := context.Background()
-	reserve := func() bool {
-		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer cancel()
-		permit, err := slots.ReserveSlot(ctx, nil)
-		return err == nil && permit != nil
-	}
+	const wait = 300 * time.Millisecond
 
-	// Its share comes at once, also with nothing to run.
-	require.True(t, reserve())
-	require.True(t, reserve())
-	// A chunk of 20 requests: the engine takes its batch of 4 and a margin of 2,
-	// 14 wait in the worker; 20 are more than two batches: no third chunk.
+	// Its share comes at once, also before any chunk arrived.
+	first, second := slots.reserveWithin(wait), slots.reserveWithin(wait)
+	require.NotNil(t, first)
+	require.NotNil(t, second)
+	// Both polls got a chunk that is still being read: before the first chunk
+	// reached an engine, the worker cannot tell their size and takes no more.
+	slots.MarkSlotUsed(slotInfo{permit: first})
+	slots.MarkSlotUsed(slotInfo{permit: second})
+	assert.Nil(t, slots.reserveWithin(wait), "chunks of unknown size are being read: no third")
+
+	// The first chunk, 20 requests, reaches the engine: 6 in it, 14 waiting. The
+	// second, still being read, counts as 20 too: 40 held, more than two batches.
 	lease, err := p.Acquire(ctx)
 	require.NoError(t, err)
 	defer lease.Release()
 	go func() { _ = lease.Engine.Generate(ctx, requests(20), func(engine.Outcome) {}) }()
 	require.Eventually(t, func() bool { return len(held.served()) == 6 }, 5*time.Second, 5*time.Millisecond)
-	assert.False(t, reserve(), "20 requests held for an engine of batch 4: the worker is not hungry")
+	assert.Nil(t, slots.reserveWithin(wait), "40 requests held for an engine of batch 4: not hungry")
 
-	// Released, a slot comes back at once.
-	slots.ReleaseSlot(nil)
-	assert.True(t, reserve())
-
-	// Once it holds fewer than two batches (the 6 in the engine, none waiting), the
-	// worker takes more chunks, up to 8.
-	p.mu.Lock()
-	p.unstarted = 0
-	p.mu.Unlock()
-	for range 6 {
-		assert.True(t, reserve(), "a hungry worker takes another chunk")
-	}
-	assert.False(t, reserve(), "but never more than 8")
+	// A released slot comes back at once.
+	slots.ReleaseSlot(slotInfo{permit: second})
+	third := slots.reserveWithin(wait)
+	require.NotNil(t, third, "a released slot comes back")
+	assert.Nil(t, slots.reserveWithin(wait), "20 requests held are still more than two batches")
 	assert.Equal(t, 8, slots.MaxSlots())
-	close(held.release)
+}
+
+func TestAWorkerWithSmallChunksTakesUpToFourTimesItsShare(t *testing.T) {
+	held := newBatchEngine(8, true)
+	defer close(held.release)
+	p, err := newPool(context.Background(), [][]string{nil}, func(context.Context, int) (engine.Engine, error) {
+		return held, nil
+	}, nil, zap.NewNop())
+	require.NoError(t, err)
+	defer p.Close()
+	slots := newChunkSlots(p, 2, 8)
+	ctx := context.Background()
+
+	// Chunks of 1 request, as at the end of a run: 8 of them hold 8 requests, far
+	// from two batches of 8, so the worker takes chunks up to 8, four times its share.
+	var permits []*worker.SlotPermit
+	for i := range 8 {
+		permit := slots.reserveWithin(300 * time.Millisecond)
+		require.NotNil(t, permit, "chunk %d", i+1)
+		slots.MarkSlotUsed(slotInfo{permit: permit})
+		permits = append(permits, permit)
+		lease, err := p.Acquire(ctx)
+		require.NoError(t, err)
+		defer lease.Release()
+		go func() { _ = lease.Engine.Generate(ctx, requests(1), func(engine.Outcome) {}) }()
+		require.Eventually(t, func() bool { return len(held.served()) == i+1 }, 5*time.Second, 5*time.Millisecond)
+	}
+	assert.Nil(t, slots.reserveWithin(300*time.Millisecond), "never more than 8")
+	slots.ReleaseSlot(slotInfo{permit: permits[0]})
+	assert.NotNil(t, slots.reserveWithin(300*time.Millisecond))
 }
 
 func TestTheGPUWorkersTunerGivesActivitiesTheChunkSlots(t *testing.T) {
