@@ -29,15 +29,22 @@ func (c *chunkSlots) reserveWithin(d time.Duration) *worker.SlotPermit {
 	return permit
 }
 
+// slotsOf is a pool of one engine, e, and the slots of a worker whose share is 2
+// chunks and most 8.
+func slotsOf(t *testing.T, e engine.Engine) (*pool, *chunkSlots) {
+	t.Helper()
+	p, err := newPool(context.Background(), [][]string{nil}, func(context.Context, int) (engine.Engine, error) {
+		return e, nil
+	}, nil, zap.NewNop())
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p, newChunkSlots(p, 2, 8)
+}
+
 func TestAWorkerTakesMoreChunksOnlyWhileTheirRequestsCannotFillItsEngines(t *testing.T) {
 	held := newBatchEngine(4, true) // runs 4 at once; the worker hands it 6 (a margin of 2)
 	defer close(held.release)
-	p, err := newPool(context.Background(), [][]string{nil}, func(context.Context, int) (engine.Engine, error) {
-		return held, nil
-	}, nil, zap.NewNop())
-	require.NoError(t, err)
-	defer p.Close()
-	slots := newChunkSlots(p, 2, 8)
+	p, slots := slotsOf(t, held)
 	ctx := context.Background()
 	const wait = 300 * time.Millisecond
 
@@ -71,12 +78,7 @@ func TestAWorkerTakesMoreChunksOnlyWhileTheirRequestsCannotFillItsEngines(t *tes
 func TestAWorkerWithSmallChunksTakesUpToFourTimesItsShare(t *testing.T) {
 	held := newBatchEngine(8, true)
 	defer close(held.release)
-	p, err := newPool(context.Background(), [][]string{nil}, func(context.Context, int) (engine.Engine, error) {
-		return held, nil
-	}, nil, zap.NewNop())
-	require.NoError(t, err)
-	defer p.Close()
-	slots := newChunkSlots(p, 2, 8)
+	p, slots := slotsOf(t, held)
 	ctx := context.Background()
 
 	// Chunks of 1 request, as at the end of a run: 8 of them hold 8 requests, far
