@@ -130,7 +130,7 @@ func (p *pool) nextBatchLocked(s *slot) (*job, []batchfile.Request) {
 	if !live(s.engine) || s.exclusive || s.waitingExclusive > 0 {
 		return nil, nil
 	}
-	batch := s.engine.Ready().MaxNumSeqs
+	batch := s.batch
 	room := batch + queueMargin(batch) - s.submitted
 	if batch > 0 && room <= 0 {
 		return nil, nil
@@ -230,11 +230,10 @@ func (p *pool) hungryLocked(running int) bool {
 		if s.engine == nil {
 			continue
 		}
-		n := s.engine.Ready().MaxNumSeqs
-		if n <= 0 {
+		if s.batch <= 0 {
 			return false
 		}
-		batch += n
+		batch += s.batch
 	}
 	return batch > 0 && held < 2*batch
 }

@@ -44,8 +44,10 @@ type slot struct {
 	active   int           // chunks holding a lease
 	restarts int
 
-	// submitted counts the requests handed to the engine without an outcome yet;
-	// wake tells the slot's dispatcher that some of them finished.
+	// batch is how many requests the engine runs at once, as its ready event said
+	// (0: it does not say); submitted counts the requests handed to the engine
+	// without an outcome yet; wake tells the slot's dispatcher that some finished.
+	batch     int
 	submitted int
 	wake      chan struct{}
 
@@ -82,6 +84,7 @@ func newPool(ctx context.Context, gpus [][]string, start func(ctx context.Contex
 				return
 			}
 			s.engine, s.last = e, e
+			s.batch = e.Ready().MaxNumSeqs
 		}()
 	}
 	wg.Wait()
@@ -277,6 +280,7 @@ func (p *pool) watch(s *slot, e engine.Engine) {
 					return
 				}
 				s.engine, s.last = e, e
+				s.batch = e.Ready().MaxNumSeqs
 				p.notifyLocked()
 				p.mu.Unlock()
 				p.log.Info("engine restarted", zap.Int("slot", s.index))

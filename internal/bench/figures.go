@@ -44,7 +44,7 @@ type Inputs struct {
 	// set, it says when an engine finished instead of its last chunk's end, which
 	// other engines may have helped to finish.
 	EngineLastBusy map[string]time.Time
-	Chunks          []Chunk
+	Chunks         []Chunk
 	// GenerationStart is the first chunk's dispatch (its activity scheduled) and
 	// GenerationEnd the last chunk's close; Submitted and Done bound the whole run
 	// as its submitter saw it.
