@@ -42,6 +42,9 @@ type Settings struct {
 	TensorParallelSize   int     `json:"tensor_parallel_size,omitempty"`
 	KVCacheDtype         string  `json:"kv_cache_dtype,omitempty"`
 	LoadFormat           string  `json:"load_format,omitempty"`
+	// MaxNumSeqs is the most requests an engine runs at once (vLLM's
+	// max_num_seqs); the worker keeps about this many in each engine.
+	MaxNumSeqs int `json:"max_num_seqs,omitempty"`
 }
 
 // SimConfig tunes the sim backend. Zero values take the runner's defaults:

@@ -54,6 +54,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # "attn_implementation" overrides it, e.g. to try "paged|flash_attention_2".
 ATTN_IMPLEMENTATION = "paged|sdpa"
 DEFAULT_ENGINE_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 0}
+# The manager admits every request its paged cache holds; the worker keeps this many
+# in the engine (config "max_num_seqs" overrides it), so that requests still
+# waiting stay with the worker, free to go to whichever engine empties first.
+# 256 is vLLM's long-standing default; on the H100 smoke run 250 in flight
+# reached the engine's plateau.
+DEFAULT_MAX_NUM_SEQS = 256
 START_TIMEOUT_SECONDS = 600.0  # building the paged cache (and compiling) can be slow
 POLL_SECONDS = 0.1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -170,6 +176,13 @@ def engine_sampling(config):
     sampling = dict(DEFAULT_ENGINE_SAMPLING)
     sampling.update({k: v for k, v in (config.get("sampling") or {}).items() if v is not None})
     return sampling
+
+
+def max_num_seqs(config):
+    value = int(config.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+    if value < 1:
+        raise ValueError("max_num_seqs must be at least 1")
+    return value
 
 
 def check_sampling(sampling, engine):
@@ -339,6 +352,7 @@ class TransformersBackend(Backend):
         info = {
             "model": self.config.get("model"),
             "max_model_len": self.max_model_len,
+            "max_num_seqs": max_num_seqs(self.config),
             "weights_gib": round(weight_bytes / GIB, 3),
             "parameters": parameters,
             "dummy_weights": dummy,

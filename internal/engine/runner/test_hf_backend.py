@@ -151,6 +151,12 @@ class SamplingTest(unittest.TestCase):
         self.assertEqual(hf_backend.engine_sampling({"sampling": {"temperature": 0, "top_p": None}}),
                          {"temperature": 0, "top_p": 0.9, "top_k": 0})
 
+    def test_requests_in_the_engine_at_once(self):
+        self.assertEqual(hf_backend.max_num_seqs({}), 256)
+        self.assertEqual(hf_backend.max_num_seqs({"max_num_seqs": 64}), 64)
+        with self.assertRaises(ValueError):
+            hf_backend.max_num_seqs({"max_num_seqs": -1})
+
 
 class FinishTest(unittest.TestCase):
     def setUp(self):
