@@ -5,8 +5,11 @@
 # transformers; the transformers backend runs the shipped Llama-shaped config with
 # random weights.
 #
-#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64] [CHUNK_SIZE=125]
+#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64] [CHUNK_SIZE=125] [MAX_NUM_SEQS]
 #
+# MAX_NUM_SEQS (default: the backend's, 256) bounds the requests each engine runs at
+# once; below N / GPUs it makes every engine refill as requests finish, as a long
+# run does, instead of taking its whole share at the start.
 # Leaves all.json and one.json (demo summaries with each run's report) in RESULTS_DIR
 # and prints all-GPU tokens/s over (GPUs × one-GPU tokens/s).
 set -euo pipefail
@@ -14,6 +17,7 @@ results=${1:?results folder}
 n=${2:-1000}
 max_tokens=${3:-64}
 chunk=${4:-125}
+max_num_seqs=${5:+--max-num-seqs $5}
 mkdir -p "$results"
 source "$(dirname "$0")/unpack.sh"
 cd "$(mktemp -d)"
@@ -21,7 +25,7 @@ cd "$(mktemp -d)"
 run() { # NAME EXTRA-FLAGS...
   local name=$1; shift
   "$VBATCH_BIN_DIR/vbatch" demo --engine transformers --load-format dummy --model llama-3.6b \
-    --n "$n" --max-tokens "$max_tokens" --no-schema --chunk-size "$chunk" --summary "$results/$name.json" "$@" \
+    --n "$n" --max-tokens "$max_tokens" --no-schema --chunk-size "$chunk" $max_num_seqs --summary "$results/$name.json" "$@" \
     >"$results/$name.log" 2>&1
   grep -E "^(status|answered|errors|throughput|GPU)" "$results/$name.log" | sed "s/^/[$name] /"
 }
