@@ -67,6 +67,20 @@ type Lease struct {
 	WorkerStats func() []engine.Stats
 }
 
+// EngineDiedError is an engine's death as a shared engine (Lease.Engine) saw it. A
+// chunk's requests run on whichever engine of the worker has room, so the engine
+// that died may be another slot's, and only the requests handed to an engine were
+// in one: InFlight lists those left unanswered by the failed calls, which is what
+// the chunk's death record must hold (suspects.go), not every request it had left.
+type EngineDiedError struct {
+	Slot     int      // the slot whose engine died
+	InFlight []string // custom_ids
+	Err      error    // wraps engine.ErrEngineDied
+}
+
+func (e *EngineDiedError) Error() string { return e.Err.Error() }
+func (e *EngineDiedError) Unwrap() error { return e.Err }
+
 // Timing of a chunk attempt.
 const (
 	// maxHeartbeatEvery bounds the time between heartbeats, whatever the heartbeat
@@ -290,7 +304,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 			log.Error("cannot record the engine's death", zap.Int("chunk", in.Chunk.Index), zap.Error(err))
 		}
 		retErr = temporal.NewApplicationErrorWithCause(
-			fmt.Sprintf("engine slot %d died during chunk %d with %d of its requests in flight", lease.Slot, in.Chunk.Index, len(death.InFlight)),
+			fmt.Sprintf("engine slot %d died during chunk %d with %d of its requests in flight", death.Slot, in.Chunk.Index, len(death.InFlight)),
 			ErrTypeEngineDied, genErr)
 	case errors.As(genErr, new(*temporal.ApplicationError)):
 		result.Outcome, retErr = "failed", genErr
@@ -412,13 +426,26 @@ func (f *feeder) generate(ctx context.Context, e engine.Engine, reqs []batchfile
 	})
 }
 
-// death describes the engine's death as this attempt saw it.
+// death describes the engine's death as this attempt saw it: the requests of its
+// call that had no outcome, or, where a shared engine says which of them were in
+// an engine (EngineDiedError), those.
 func (f *feeder) death(chunk, attempt int, worker string, slot int, cause error) run.EngineDeath {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	inEngine := func(string) bool { return true }
+	if died, ok := errors.AsType[*EngineDiedError](cause); ok {
+		slot = died.Slot
+		ids := make(map[string]bool, len(died.InFlight))
+		for _, id := range died.InFlight {
+			ids[id] = true
+		}
+		inEngine = func(id string) bool { return ids[id] }
+	}
 	reqs := make([]batchfile.Request, 0, len(f.inFlight))
-	for _, r := range f.inFlight {
-		reqs = append(reqs, r)
+	for id, r := range f.inFlight {
+		if inEngine(id) {
+			reqs = append(reqs, r)
+		}
 	}
 	sort.Slice(reqs, func(i, j int) bool { return reqs[i].Line < reqs[j].Line })
 	d := run.EngineDeath{Chunk: chunk, Attempt: attempt, Worker: worker, Slot: slot, Time: time.Now().UTC(),

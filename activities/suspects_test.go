@@ -1,11 +1,13 @@
 package activities
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
+	"github.com/vbatch/vbatch/internal/engine"
 	"github.com/vbatch/vbatch/internal/run"
 )
 
@@ -56,4 +58,19 @@ func TestPlanFeedBlamesOnlyARequestThatDiedAlone(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestADeathRecordHoldsWhatASharedEngineSaysWasInAnEngine(t *testing.T) {
+	f := &feeder{inFlight: map[string]batchfile.Request{}}
+	for i, id := range []string{"a", "b", "c", "d"} {
+		f.inFlight[id] = batchfile.Request{CustomID: id, Line: i + 1}
+	}
+	plain := f.death(7, 2, "w", 0, fmt.Errorf("call: %w", engine.ErrEngineDied))
+	assert.Equal(t, []string{"a", "b", "c", "d"}, plain.InFlight, "an engine fed directly: every request of the call, in input order")
+	assert.Equal(t, 0, plain.Slot)
+
+	shared := f.death(7, 2, "w", 0, &EngineDiedError{Slot: 1, InFlight: []string{"d", "b"}, Err: engine.ErrEngineDied})
+	assert.Equal(t, []string{"b", "d"}, shared.InFlight, "only the requests handed to an engine, in input order")
+	assert.Equal(t, 1, shared.Slot, "the slot whose engine died")
+	assert.Equal(t, 7, shared.Chunk)
 }

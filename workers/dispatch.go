@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/vbatch/vbatch/activities"
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/engine"
 )
@@ -41,6 +42,12 @@ type job struct {
 
 	outstanding int   // handed to an engine, no outcome yet
 	err         error // the first failure; the job takes no more requests after it
+	// death is the first engine death among the job's failed calls, on slot diedOn;
+	// stranded are the requests those calls had handed to an engine and not
+	// answered: the ones that can have killed it.
+	death    error
+	diedOn   int
+	stranded []string
 }
 
 // queueMargin is how many requests a slot's engine holds beyond the batch it runs,
@@ -70,6 +77,9 @@ func (p *pool) feed(ctx context.Context, owner *slot, reqs []batchfile.Request, 
 		}
 		if j.outstanding == 0 && (len(j.pending) == 0 || j.err != nil) {
 			p.jobs = slices.DeleteFunc(p.jobs, func(other *job) bool { return other == j })
+			if j.death != nil {
+				return &activities.EngineDiedError{Slot: j.diedOn, InFlight: j.stranded, Err: j.death}
+			}
 			return j.err
 		}
 		done := ctx.Done()
@@ -165,19 +175,38 @@ func (p *pool) nextBatchLocked(s *slot) (*job, []batchfile.Request) {
 // generate runs one batch of j's requests on s's engine e.
 func (p *pool) generate(s *slot, e engine.Engine, j *job, batch []batchfile.Request) {
 	delivered := 0
+	answered := make(map[string]bool, len(batch))
 	err := e.Generate(j.ctx, batch, func(o engine.Outcome) {
 		j.outcomes.Lock()
 		j.onOutcome(o)
+		answered[o.Request.CustomID] = true
 		j.outcomes.Unlock()
 		delivered++
 		p.mu.Lock()
 		p.finishedLocked(s, j, 1)
 		p.mu.Unlock()
 	})
+	var stranded []string
+	if err != nil {
+		j.outcomes.Lock()
+		for _, r := range batch {
+			if !answered[r.CustomID] {
+				stranded = append(stranded, r.CustomID)
+			}
+		}
+		j.outcomes.Unlock()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s.generating--
 	if err != nil {
+		// Every failed call's unanswered requests count, not only the dying
+		// engine's: a call the death's cancellation ended may have lost the race to
+		// report it, and a suspect too many costs a pass, one too few a culprit.
+		j.stranded = append(j.stranded, stranded...)
+		if j.death == nil && errors.Is(err, engine.ErrEngineDied) {
+			j.death, j.diedOn = err, s.index
+		}
 		p.failLocked(j, err)
 	}
 	p.finishedLocked(s, j, len(batch)-delivered) // a failed call leaves requests unanswered

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -296,4 +297,29 @@ func TestAnEngineThatDiesWithAnotherSlotsRequestsFailsThatChunk(t *testing.T) {
 	}
 	assert.Zero(t, outcomes.Load(), "no outcome after a failure")
 	assert.Len(t, held.served(), 4, "the rest of the chunk was never handed out")
+}
+
+func TestAChunksEngineDeathListsOnlyTheRequestsHandedToEngines(t *testing.T) {
+	held, thief := newBatchEngine(2, true), newBatchEngine(2, true)
+	lease := leaseSlot0(t, func(slot int) engine.Engine { return []*batchEngine{held, thief}[slot] })
+
+	fed := make(chan error, 1)
+	go func() {
+		fed <- lease.Engine.Generate(context.Background(), requests(20), func(engine.Outcome) {})
+	}()
+	require.Eventually(t, func() bool { return len(thief.served()) == 4 }, 5*time.Second, 5*time.Millisecond)
+	close(thief.done)
+	var err error
+	select {
+	case err = <-fed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the chunk did not fail")
+	}
+	died, ok := errors.AsType[*activities.EngineDiedError](err)
+	require.True(t, ok, "got %v", err)
+	assert.Equal(t, 1, died.Slot, "the engine that died is the other slot's, not the chunk's")
+	// The dead engine's four, and the four its death cut short on slot 0's engine
+	// (a suspect too many costs a pass); not the twelve never handed out.
+	want := append(thief.served(), held.served()...)
+	assert.ElementsMatch(t, want, died.InFlight)
 }

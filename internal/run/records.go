@@ -113,10 +113,11 @@ type EngineDeath struct {
 	Chunk   int       `json:"chunk"`
 	Attempt int       `json:"attempt"`
 	Worker  string    `json:"worker"`
-	Slot    int       `json:"slot"`
+	Slot    int       `json:"slot"` // the slot whose engine died: another slot's, if it had taken some of the chunk's requests
 	Time    time.Time `json:"time"`
-	// InFlight are the custom_ids of the chunk's requests that were submitted to the
-	// engine and had no outcome when it died, in input order.
+	// InFlight are the custom_ids of the chunk's requests that were handed to an
+	// engine and had no outcome when it died, in input order; requests still waiting
+	// in the worker for an engine with room are not among them.
 	InFlight []string `json:"in_flight"`
 	// Alone says no other chunk's request was in the engine: whatever killed it
 	// was among InFlight.
