@@ -71,7 +71,7 @@ func validJSON(b []byte, s *shape) bool {
 			i = j
 			continue
 		case '"':
-			end := validStringEnd(b, i)
+			end := ValidStringEnd(b, i)
 			if end < 0 {
 				return false
 			}
@@ -146,7 +146,7 @@ func memberStart(b []byte, i int, s *shape) int {
 	if i >= len(b) || b[i] != '"' {
 		return -1
 	}
-	end := validStringEnd(b, i)
+	end := ValidStringEnd(b, i)
 	if end < 0 {
 		return -1
 	}
@@ -161,10 +161,11 @@ func memberStart(b []byte, i int, s *shape) int {
 	return k
 }
 
-// validStringEnd returns the index just past the string whose quote is at b[i], or
+// ValidStringEnd returns the index just past the string whose quote is at b[i], or
 // -1 when it is not a valid JSON string: unterminated, a control character, or a
-// bad escape. Bytes from 0x80 up pass, as in json.Valid (the reader checked UTF-8).
-func validStringEnd(b []byte, i int) int {
+// bad escape. Bytes from 0x80 up pass, as in json.Valid (the reader checked UTF-8;
+// encoding/json decodes invalid UTF-8 as U+FFFD).
+func ValidStringEnd(b []byte, i int) int {
 	j := i + 1
 	for {
 		// Eight bytes at a time while none is a quote, a backslash or a control.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
 )
 
@@ -215,7 +216,7 @@ func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]Text
 var textKey = []byte(`,"text":"`)
 
 // decodeTextAnswer decodes one line of a part. The text, most of its bytes, is
-// checked to be a string literal (literalEnd) and replaced by "" for encoding/json,
+// checked to be a string literal (batchfile.ValidStringEnd) and replaced by "" for encoding/json,
 // which then decodes a few small fields instead of scanning the text twice (once
 // to check the line, once to decode it). The key's first match is the text's: a
 // string cannot hold its unescaped quotes, and the match must come before any
@@ -226,7 +227,7 @@ func decodeTextAnswer(line, rest []byte) (TextAnswer, []byte, error) {
 	var a TextAnswer
 	if i := bytes.Index(line, textKey); i > 0 && line[0] == '{' && !bytes.ContainsAny(line[1:i], "{[") {
 		start := i + len(textKey) - 1
-		if end, ok := literalEnd(line, start); ok && !mayNameText(line[end:]) {
+		if end := batchfile.ValidStringEnd(line, start); end > 0 && !mayNameText(line[end:]) {
 			rest = append(append(append(rest[:0], line[:start]...), `""`...), line[end:]...)
 			if err := json.Unmarshal(rest, &a); err == nil && string(a.Text) == `""` {
 				a.Text = line[start:end:end]
@@ -258,55 +259,4 @@ func mayNameText(b []byte) bool {
 		}
 	}
 	return false
-}
-
-// inLiteral marks the bytes that literalEnd passes over: all but '"', '\\' and
-// control characters.
-var inLiteral = func() (t [256]bool) {
-	for b := 0x20; b < 256; b++ {
-		t[b] = b != '"' && b != '\\'
-	}
-	return t
-}()
-
-// literalEnd is the index just past the JSON string literal whose opening quote
-// is b[i]; ok is false where it does not end, or is not a literal that
-// encoding/json accepts (a control character, an unknown escape). Unlike
-// stringEnd, it checks the literal: Merge copies it into output.jsonl.
-func literalEnd(b []byte, i int) (end int, ok bool) {
-	for i++; i < len(b); i++ {
-		for i < len(b) && inLiteral[b[i]] {
-			i++
-		}
-		if i == len(b) {
-			break
-		}
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1, true
-		case c < 0x20:
-			return 0, false
-		case c == '\\':
-			if i+1 == len(b) {
-				return 0, false
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i++
-			case 'u':
-				if i+6 > len(b) {
-					return 0, false
-				}
-				for _, h := range b[i+2 : i+6] {
-					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
-						return 0, false
-					}
-				}
-				i += 5
-			default:
-				return 0, false
-			}
-		}
-	}
-	return 0, false
 }
