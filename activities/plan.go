@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
@@ -58,6 +58,9 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	engines, enginesFrom := c.planEngines(ctx, in)
 	p := planner{ctx: ctx, store: c.Store, layout: in.Run, expectedCompletion: in.ExpectedCompletionTokens,
 		sizer: chunkSizer{maxRequests: max(in.ChunkSize, 1), fullTokens: in.ChunkTokens, engines: engines, inputBytes: info.Size}}
+	// Not cancelled with ctx: uploadFailed ends only when an upload fails.
+	p.uploads, p.uploadFailed = errgroup.WithContext(context.WithoutCancel(ctx))
+	p.uploads.SetLimit(chunkUploads)
 	defer p.abort()
 	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
 		return PlanResult{}, fmt.Errorf("create plan errors: %w", err)
@@ -138,10 +141,10 @@ type planner struct {
 	errs    blob.Writer
 	errsBuf *bufio.Writer
 
-	uploads   chan struct{} // a slot for each chunk closing, up to chunkUploads
-	uploading sync.WaitGroup
-	uploadMu  sync.Mutex
-	uploadErr error // the first chunk that failed to close
+	// uploads closes chunk objects, up to chunkUploads at once; uploadFailed ends
+	// when one fails, and uploads.Wait says which.
+	uploads      *errgroup.Group
+	uploadFailed context.Context
 }
 
 // add appends req, encoded as its chunk line, to the current chunk; offset is where
@@ -178,35 +181,19 @@ func (p *planner) closeChunk() error {
 	if err := p.buf.Flush(); err != nil {
 		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
 	}
-	if err := p.failedUpload(); err != nil {
-		return err
+	if p.uploadFailed.Err() != nil {
+		return p.uploads.Wait()
 	}
-	if p.uploads == nil {
-		p.uploads = make(chan struct{}, chunkUploads)
-	}
-	p.uploads <- struct{}{}
-	p.uploading.Add(1)
-	go func(w blob.Writer, idx int) {
-		defer p.uploading.Done()
-		defer func() { <-p.uploads }()
+	w, idx := p.w, p.cur.Index
+	p.uploads.Go(func() error {
 		if err := w.Close(); err != nil {
-			p.uploadMu.Lock()
-			if p.uploadErr == nil {
-				p.uploadErr = fmt.Errorf("close chunk %d: %w", idx, err)
-			}
-			p.uploadMu.Unlock()
+			return fmt.Errorf("close chunk %d: %w", idx, err)
 		}
-	}(p.w, p.cur.Index)
+		return nil
+	})
 	p.chunks = append(p.chunks, *p.cur)
 	p.cur, p.w = nil, nil
 	return nil
-}
-
-// failedUpload is the error of the first chunk that failed to close so far.
-func (p *planner) failedUpload() error {
-	p.uploadMu.Lock()
-	defer p.uploadMu.Unlock()
-	return p.uploadErr
 }
 
 func (p *planner) reject(layout run.Layout, bad *batchfile.LineError) error {
@@ -225,8 +212,7 @@ func (p *planner) finish() error {
 	if err := p.closeChunk(); err != nil {
 		return err
 	}
-	p.uploading.Wait()
-	if err := p.failedUpload(); err != nil {
+	if err := p.uploads.Wait(); err != nil {
 		return err
 	}
 	if err := p.errsBuf.Flush(); err != nil {
@@ -243,7 +229,7 @@ func (p *planner) finish() error {
 // abort drops the objects still open after a failure, once the chunks being
 // closed are.
 func (p *planner) abort() {
-	p.uploading.Wait()
+	_ = p.uploads.Wait()
 	if p.w != nil {
 		_ = p.w.Abort()
 	}

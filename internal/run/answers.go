@@ -5,10 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
@@ -151,18 +151,15 @@ func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, chunk int)
 		return nil, err
 	}
 	read := make([][]TextAnswer, len(parts))
-	errs := make([]error, len(parts))
-	var wg sync.WaitGroup
-	fetching := make(chan struct{}, partsAtOnce)
+	var fetching errgroup.Group
+	fetching.SetLimit(partsAtOnce)
 	for i, p := range parts {
-		fetching <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-fetching }()
-			read[i], errs[i] = readTextPart(ctx, store, p)
+		fetching.Go(func() (err error) {
+			read[i], err = readTextPart(ctx, store, p)
+			return err
 		})
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := fetching.Wait(); err != nil {
 		return nil, err
 	}
 	answers := map[string]TextAnswer{}
