@@ -265,12 +265,8 @@ func (m *merger) chunk(chunk mergeChunk, missing func(run.RequestRef) batchfile.
 	m.res.Answered += chunk.answered
 	m.res.PromptTokens += chunk.prompt
 	m.res.CompletionTokens += chunk.completion
-	if c := m.res.Cache; c != nil {
-		c.Hits += chunk.cache.Hits
-		c.Misses += chunk.cache.Misses
-		c.SavedEngineSeconds += chunk.cache.SavedEngineSeconds
-		c.SavedPromptTokens += chunk.cache.SavedPromptTokens
-		c.SavedCompletionTokens += chunk.cache.SavedCompletionTokens
+	if m.res.Cache != nil {
+		m.res.Cache.Add(chunk.cache)
 	}
 	for _, req := range chunk.unanswered {
 		if err := m.planErrorsBefore(req.Line); err != nil {

@@ -380,16 +380,15 @@ func (b *batch) planRun(ctx workflow.Context) error {
 	var control *activities.Control
 	var plan activities.PlanResult
 	err := workflow.ExecuteActivity(ctx, control.Plan, activities.PlanInput{
-		Run:          b.layout,
-		Input:        b.in.Input,
-		Model:        b.in.Model,
-		Sampling:     b.in.Sampling,
-		ChunkSize:    b.in.ChunkSize,
-		MaxLineBytes: b.in.MaxLineBytes,
-		ChunkTokens:  b.in.ChunkTokens,
-		Engines:      b.in.Engines,
-		GPUTaskQueue: GPUTaskQueue(b.in.Model),
-
+		Run:                      b.layout,
+		Input:                    b.in.Input,
+		Model:                    b.in.Model,
+		Sampling:                 b.in.Sampling,
+		ChunkSize:                b.in.ChunkSize,
+		MaxLineBytes:             b.in.MaxLineBytes,
+		ChunkTokens:              b.in.ChunkTokens,
+		Engines:                  b.in.Engines,
+		GPUTaskQueue:             GPUTaskQueue(b.in.Model),
 		MaxInFlightChunks:        b.in.MaxInFlightChunks,
 		ExpectedCompletionTokens: b.in.ExpectedCompletionTokens,
 	}).Get(ctx, &plan)

@@ -144,6 +144,15 @@ type CacheUse struct {
 	SavedCompletionTokens int64   `json:"saved_completion_tokens"`
 }
 
+// Add counts o's hits, misses and savings into c.
+func (c *CacheUse) Add(o CacheUse) {
+	c.Hits += o.Hits
+	c.Misses += o.Misses
+	c.SavedEngineSeconds += o.SavedEngineSeconds
+	c.SavedPromptTokens += o.SavedPromptTokens
+	c.SavedCompletionTokens += o.SavedCompletionTokens
+}
+
 // Tokens are token totals and averages per answered request.
 type Tokens struct {
 	Prompt              int64   `json:"prompt"`

@@ -15,6 +15,15 @@ import (
 	"github.com/vbatch/vbatch/internal/engine"
 )
 
+// fileRun is a store on the local file system and a run's layout in a temporary
+// folder of it.
+func fileRun(t *testing.T) (blob.Store, Layout) {
+	t.Helper()
+	store, err := blob.New(context.Background(), blob.Config{})
+	require.NoError(t, err)
+	return store, NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+}
+
 func put(t *testing.T, store blob.Store, uri, data string) {
 	t.Helper()
 	w, err := store.Create(context.Background(), uri)
@@ -26,9 +35,7 @@ func put(t *testing.T, store blob.Store, uri, data string) {
 
 func TestLoadChunkKeepsTheFirstAnswerInWriteOrderAndPrefersSuccess(t *testing.T) {
 	ctx := context.Background()
-	store, err := blob.New(ctx, blob.Config{})
-	require.NoError(t, err)
-	l := NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+	store, l := fileRun(t)
 	// Attempt 100 sorts before attempt 99 as text; the answers must not.
 	put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
 	put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried"}`+"\n"+
@@ -115,9 +122,7 @@ func FuzzDecodeTextAnswerIsUnmarshal(f *testing.F) {
 // Merge reads parts with LoadTextAnswers: the same answers as LoadChunk keeps.
 func TestLoadTextAnswersKeepsWhatLoadChunkKeeps(t *testing.T) {
 	ctx := context.Background()
-	store, err := blob.New(ctx, blob.Config{})
-	require.NoError(t, err)
-	l := NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+	store, l := fileRun(t)
 	put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
 	put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried \"<é>\""}`+"\n"+
 		`{"custom_id":"c","error":{"code":"prompt_too_long","message":"x"}}`+"\n")

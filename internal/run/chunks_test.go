@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,9 +18,7 @@ import (
 // and whatever order the line's keys come in.
 func TestRequestRefsReadWhatTheFullDecodeReads(t *testing.T) {
 	ctx := context.Background()
-	store, err := blob.New(ctx, blob.Config{})
-	require.NoError(t, err)
-	l := NewLayout("file://"+filepath.ToSlash(t.TempDir()), "r")
+	store, l := fileRun(t)
 	var chunk bytes.Buffer
 	enc := json.NewEncoder(&chunk) // as Plan writes chunks
 	for i, id := range []string{"plain", `quote " back \ slash`, "<html> & é 日本 😀", "\u2028\t\n\x01", "", "line\"kind\":\"x"} {
