@@ -57,8 +57,8 @@ DEFAULT_ENGINE_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 0}
 # The manager admits every request its paged cache holds; the worker keeps this many
 # in the engine (config "max_num_seqs" overrides it), so that requests still
 # waiting stay with the worker, free to go to whichever engine empties first.
-# 256 is vLLM's long-standing default; on the H100 smoke run 250 in flight
-# reached the engine's plateau.
+# 256 is vLLM's long-standing default. On four H200s this random-weight model
+# ran no faster at ~250 requests an engine than at 64 (docs/benchmarks.md).
 DEFAULT_MAX_NUM_SEQS = 256
 START_TIMEOUT_SECONDS = 600.0  # building the paged cache (and compiling) can be slow
 POLL_SECONDS = 0.1
