@@ -132,6 +132,13 @@ func (s cacheBrokenStore) Create(ctx context.Context, uri string) (blob.Writer, 
 	return s.Store.Create(ctx, uri)
 }
 
+func (s cacheBrokenStore) Put(ctx context.Context, uri string, body []byte) error {
+	if strings.HasPrefix(uri, s.cache) {
+		return errCacheDown
+	}
+	return s.Store.Put(ctx, uri, body)
+}
+
 // failingEngine fails every request alone.
 type failingEngine struct{ fakeEngine }
 

@@ -1,7 +1,7 @@
 package activities
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"sync"
@@ -127,23 +127,14 @@ func (c *checkpointer) flushAll(ctx context.Context) error {
 }
 
 func (c *checkpointer) writePart(ctx context.Context, part int, answers []run.Answer) error {
-	w, err := c.store.Create(ctx, c.layout.Part(c.chunk, c.attempt, part))
-	if err != nil {
-		return err
-	}
-	buf := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(buf)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	for _, a := range answers {
 		if err := enc.Encode(a); err != nil {
-			_ = w.Abort()
 			return err
 		}
 	}
-	if err := buf.Flush(); err != nil {
-		_ = w.Abort()
-		return err
-	}
-	return w.Close()
+	return c.store.Put(ctx, c.layout.Part(c.chunk, c.attempt, part), buf.Bytes())
 }
 
 // outage says how long writes have been failing, and the last error; zero while

@@ -368,6 +368,19 @@ func (s *flakyStore) Create(ctx context.Context, uri string) (blob.Writer, error
 	return s.Store.Create(ctx, uri)
 }
 
+func (s *flakyStore) Put(ctx context.Context, uri string, body []byte) error {
+	s.mu.Lock()
+	down := s.down
+	if down {
+		s.refused++
+	}
+	s.mu.Unlock()
+	if down {
+		return errors.New("connection refused")
+	}
+	return s.Store.Put(ctx, uri, body)
+}
+
 // A storage outage shorter than the limit costs the attempt nothing: answers wait
 // in memory and are written once storage is back.
 func TestCheckpointsRideOutAStorageOutage(t *testing.T) {

@@ -61,6 +61,7 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	// Not cancelled with ctx: uploadFailed ends only when an upload fails.
 	p.uploads, p.uploadFailed = errgroup.WithContext(context.WithoutCancel(ctx))
 	p.uploads.SetLimit(chunkUploads)
+	p.free = make(chan []byte, chunkUploads+1)
 	defer p.abort()
 	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
 		return PlanResult{}, fmt.Errorf("create plan errors: %w", err)
@@ -117,14 +118,14 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 }
 
 // chunkUploads is how many chunk objects may still be uploading while the next
-// one is written. Closing a chunk object is a round trip to the store (its
-// PutObject, when it is under a part) that Plan used to wait for chunk after
-// chunk, with every core idle. Each upload in flight holds its chunk's bytes,
-// twice over while the uploader reads them (io.ReadAll): at 200,000 requests four
-// in flight were 18 MB of the control worker's heap, so two.
+// one is built. Storing a chunk is a round trip to the store (its PutObject) that
+// Plan used to wait for chunk after chunk, with every core idle. A chunk is built
+// in memory and put from there; the uploads and the chunk being built take their
+// buffers from a pool of chunkUploads+1, so a long Plan reuses the same few
+// instead of allocating each chunk's bytes anew.
 const chunkUploads = 2
 
-// planner writes chunk objects one after another and closes them in the
+// planner builds chunk objects one after another and stores them in the
 // background, up to chunkUploads at once.
 type planner struct {
 	ctx                context.Context
@@ -136,32 +137,26 @@ type planner struct {
 
 	chunks  []run.ChunkPlan
 	cur     *run.ChunkPlan
-	w       blob.Writer
-	buf     *bufio.Writer
+	buf     []byte // the current chunk's lines
 	errs    blob.Writer
 	errsBuf *bufio.Writer
 
-	// uploads closes chunk objects, up to chunkUploads at once; uploadFailed ends
-	// when one fails, and uploads.Wait says which.
+	// uploads stores chunk objects, up to chunkUploads at once; uploadFailed ends
+	// when one fails, and uploads.Wait says which. Their buffers come back
+	// through free.
 	uploads      *errgroup.Group
 	uploadFailed context.Context
+	free         chan []byte
 }
 
 // add appends req, encoded as its chunk line, to the current chunk; offset is where
 // req's line ends in the input.
 func (p *planner) add(req batchfile.Request, encoded []byte, offset int64) error {
 	if p.cur == nil {
-		idx := len(p.chunks)
-		w, err := p.store.Create(p.ctx, p.layout.Chunk(idx))
-		if err != nil {
-			return fmt.Errorf("create chunk %d: %w", idx, err)
-		}
-		p.w, p.buf = w, bufio.NewWriterSize(w, 64<<10)
-		p.cur = &run.ChunkPlan{Index: idx, FirstLine: req.Line}
+		p.cur = &run.ChunkPlan{Index: len(p.chunks), FirstLine: req.Line}
+		p.buf = p.freeBuffer()
 	}
-	if _, err := p.buf.Write(encoded); err != nil {
-		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
-	}
+	p.buf = append(p.buf, encoded...)
 	tokens := estimateTokens(req, p.expectedCompletion)
 	p.sizer.add(tokens)
 	p.cur.Requests++
@@ -174,25 +169,36 @@ func (p *planner) add(req batchfile.Request, encoded []byte, offset int64) error
 	return nil
 }
 
+// freeBuffer is an empty buffer for the next chunk: one an upload gave back, or a
+// new one while fewer than chunkUploads+1 exist.
+func (p *planner) freeBuffer() []byte {
+	select {
+	case b := <-p.free:
+		return b[:0]
+	default:
+		return nil
+	}
+}
+
 func (p *planner) closeChunk() error {
 	if p.cur == nil {
 		return nil
 	}
-	if err := p.buf.Flush(); err != nil {
-		return fmt.Errorf("write chunk %d: %w", p.cur.Index, err)
-	}
 	if p.uploadFailed.Err() != nil {
 		return p.uploads.Wait()
 	}
-	w, idx := p.w, p.cur.Index
+	// Go waits here while chunkUploads are under way, so at most
+	// chunkUploads+1 buffers ever exist and free never blocks.
+	buf, idx := p.buf, p.cur.Index
 	p.uploads.Go(func() error {
-		if err := w.Close(); err != nil {
-			return fmt.Errorf("close chunk %d: %w", idx, err)
+		defer func() { p.free <- buf }()
+		if err := p.store.Put(p.ctx, p.layout.Chunk(idx), buf); err != nil {
+			return fmt.Errorf("store chunk %d: %w", idx, err)
 		}
 		return nil
 	})
 	p.chunks = append(p.chunks, *p.cur)
-	p.cur, p.w = nil, nil
+	p.cur, p.buf = nil, nil
 	return nil
 }
 
@@ -226,13 +232,10 @@ func (p *planner) finish() error {
 	return nil
 }
 
-// abort drops the objects still open after a failure, once the chunks being
-// closed are.
+// abort drops the plan errors still open after a failure, once the chunks being
+// stored are.
 func (p *planner) abort() {
 	_ = p.uploads.Wait()
-	if p.w != nil {
-		_ = p.w.Abort()
-	}
 	if p.errs != nil {
 		_ = p.errs.Abort()
 	}

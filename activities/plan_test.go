@@ -43,57 +43,43 @@ func BenchmarkPlan(b *testing.B) {
 	}
 }
 
-// slowCloseStore makes closing an object slow, as an S3 PutObject is, fails the
-// close of one object, and counts the closes still under way when the manifest
-// is created.
-type slowCloseStore struct {
+// slowPutStore makes storing an object whole slow, as an S3 PutObject is, fails
+// the put of one object, and counts the puts still under way when the manifest
+// is stored.
+type slowPutStore struct {
 	blob.Store
 	delay    time.Duration
-	fail     string // the URI whose Close fails
+	fail     string // the URI whose Put fails
 	manifest string
-	closing  *atomic.Int32
-	// closingAtManifest: closes under way when the manifest was created.
-	closingAtManifest *atomic.Int32
+	putting  *atomic.Int32
+	// puttingAtManifest: puts under way when the manifest was stored.
+	puttingAtManifest *atomic.Int32
 }
 
-func (s slowCloseStore) Create(ctx context.Context, uri string) (blob.Writer, error) {
+func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
 	if uri == s.manifest {
-		s.closingAtManifest.Store(s.closing.Load())
+		s.puttingAtManifest.Store(s.putting.Load())
+		return s.Store.Put(ctx, uri, body)
 	}
-	w, err := s.Store.Create(ctx, uri)
-	if err != nil {
-		return nil, err
-	}
-	return slowCloseWriter{Writer: w, store: s, fail: uri == s.fail}, nil
-}
-
-type slowCloseWriter struct {
-	blob.Writer
-	store slowCloseStore
-	fail  bool
-}
-
-func (w slowCloseWriter) Close() error {
-	w.store.closing.Add(1)
-	defer w.store.closing.Add(-1)
-	time.Sleep(w.store.delay)
-	if w.fail {
-		_ = w.Writer.Abort()
+	s.putting.Add(1)
+	defer s.putting.Add(-1)
+	time.Sleep(s.delay)
+	if uri == s.fail {
 		return errors.New("connection reset")
 	}
-	return w.Writer.Close()
+	return s.Store.Put(ctx, uri, body)
 }
 
 // planSlowStore plans n short lines in chunks of at most 10 through a
-// slowCloseStore whose close of chunk failChunk fails (none when negative).
-func planSlowStore(t *testing.T, n int, failChunk int) (slowCloseStore, run.Layout, PlanResult, error) {
+// slowPutStore whose put of chunk failChunk fails (none when negative).
+func planSlowStore(t *testing.T, n int, failChunk int) (slowPutStore, run.Layout, PlanResult, error) {
 	t.Helper()
 	files, err := blob.New(context.Background(), blob.Config{})
 	require.NoError(t, err)
 	dir := "file://" + filepath.ToSlash(t.TempDir())
 	layout := run.NewLayout(dir, "run1")
-	store := slowCloseStore{Store: files, delay: 5 * time.Millisecond, manifest: layout.Manifest(),
-		closing: new(atomic.Int32), closingAtManifest: new(atomic.Int32)}
+	store := slowPutStore{Store: files, delay: 5 * time.Millisecond, manifest: layout.Manifest(),
+		putting: new(atomic.Int32), puttingAtManifest: new(atomic.Int32)}
 	if failChunk >= 0 {
 		store.fail = layout.Chunk(failChunk)
 	}
@@ -111,14 +97,14 @@ func planSlowStore(t *testing.T, n int, failChunk int) (slowCloseStore, run.Layo
 	return store, layout, res, err
 }
 
-// Chunk objects are closed in the background while the next ones are written:
-// the manifest is written once every one has closed, and each holds exactly its
+// Chunk objects are stored in the background while the next ones are built:
+// the manifest is written once every one is stored, and each holds exactly its
 // lines.
-func TestPlanChunksAreCompleteWhenClosedInTheBackground(t *testing.T) {
+func TestPlanChunksAreCompleteWhenStoredInTheBackground(t *testing.T) {
 	store, layout, res, err := planSlowStore(t, 200, -1)
 	require.NoError(t, err)
 	require.Greater(t, len(res.Chunks), 2*chunkUploads)
-	require.Zero(t, store.closingAtManifest.Load(), "chunks still closing when the manifest was written")
+	require.Zero(t, store.puttingAtManifest.Load(), "chunks still being stored when the manifest was written")
 	next := 1
 	for _, ch := range res.Chunks {
 		r, err := store.Open(context.Background(), layout.Chunk(ch.Index))
@@ -136,17 +122,17 @@ func TestPlanChunksAreCompleteWhenClosedInTheBackground(t *testing.T) {
 	require.Equal(t, 201, next)
 }
 
-// A chunk that fails to close fails Plan, naming the chunk, and no manifest is
-// written: the run never starts on a plan with a chunk missing. The last chunk
-// fails while nothing is left to write.
-func TestPlanFailsWhenAChunkFailsToClose(t *testing.T) {
+// A chunk that fails to be stored fails Plan, naming the chunk, and no manifest
+// is written: the run never starts on a plan with a chunk missing. The last
+// chunk fails while nothing is left to write.
+func TestPlanFailsWhenAChunkFailsToStore(t *testing.T) {
 	_, _, ok, err := planSlowStore(t, 200, -1)
 	require.NoError(t, err)
 	last := len(ok.Chunks) - 1
 	for _, chunk := range []int{3, last} {
 		store, layout, _, err := planSlowStore(t, 200, chunk)
 		require.Error(t, err)
-		require.Contains(t, err.Error(), fmt.Sprintf("close chunk %d: connection reset", chunk))
+		require.Contains(t, err.Error(), fmt.Sprintf("store chunk %d: connection reset", chunk))
 		_, err = store.Stat(context.Background(), layout.Manifest())
 		require.ErrorIs(t, err, blob.ErrNotFound)
 	}

@@ -158,3 +158,7 @@ type failingStore struct{ blob.Store }
 func (failingStore) Create(context.Context, string) (blob.Writer, error) {
 	return nil, errors.New("storage is down")
 }
+
+func (failingStore) Put(context.Context, string, []byte) error {
+	return errors.New("storage is down")
+}

@@ -1,7 +1,7 @@
 // Package blob is vbatch's one view of object storage: s3:// URIs through
 // aws-sdk-go-v2 and file:// URIs on the local file system, behind one interface.
 // Reads stream and writes of unknown length stream through multipart uploads; no
-// call holds a whole object in memory.
+// call holds a whole object in memory but Put, whose caller already does.
 package blob
 
 import (
@@ -18,6 +18,10 @@ type Store interface {
 	// Create returns a writer whose bytes stream to the object; the object exists
 	// (replacing any earlier one) only once Close returns nil. Abort drops it.
 	Create(ctx context.Context, uri string) (Writer, error)
+	// Put stores body as the whole object in one request, replacing any earlier
+	// one. It is for objects a caller builds in memory anyway (chunks, answer
+	// parts, manifests): Create would copy them once more into an upload buffer.
+	Put(ctx context.Context, uri string, body []byte) error
 	// Stat describes an object. A missing object is an error wrapping ErrNotFound.
 	Stat(ctx context.Context, uri string) (Info, error)
 	// List returns the objects whose URIs start with prefix, in lexical order.

@@ -184,6 +184,18 @@ func (fileStore) Create(ctx context.Context, uri string) (Writer, error) {
 	return &fileWriter{uri: uri, path: p, f: f}, nil
 }
 
+// Put writes body through Create, so it too appears whole or not at all.
+func (s fileStore) Put(ctx context.Context, uri string, body []byte) error {
+	w, err := s.Create(ctx, uri)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		return errors.Join(err, w.Abort())
+	}
+	return w.Close()
+}
+
 type fileWriter struct {
 	uri  string
 	path string

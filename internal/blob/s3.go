@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -270,6 +271,31 @@ func (s *s3Store) Delete(ctx context.Context, uri string) error {
 			return nil // S3 itself answers 204 here; some servers say 404
 		}
 		return s3Error("delete", uri, err)
+	}
+	return nil
+}
+
+// maxPutBytes is S3's limit on one PutObject.
+const maxPutBytes = 5 << 30
+
+// Put sends body in one PutObject, read in place: the SDK seeks back over a
+// bytes.Reader to checksum and sign it rather than copying it.
+func (s *s3Store) Put(ctx context.Context, uri string, body []byte) error {
+	bucket, key, err := objectKey(uri)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if int64(len(body)) > maxPutBytes {
+		return fmt.Errorf("put %s: %d bytes is over S3's %d for one request; write it with Create", uri, len(body), maxPutBytes)
+	}
+	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &bucket,
+		Key:           &key,
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+	})
+	if err != nil {
+		return s3Error("put", uri, err)
 	}
 	return nil
 }

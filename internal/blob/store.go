@@ -3,7 +3,6 @@ package blob
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -51,6 +50,14 @@ func (r *router) Create(ctx context.Context, uri string) (Writer, error) {
 	return s.Create(ctx, uri)
 }
 
+func (r *router) Put(ctx context.Context, uri string, body []byte) error {
+	s, err := r.pick(uri)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, uri, body)
+}
+
 func (r *router) Stat(ctx context.Context, uri string) (Info, error) {
 	s, err := r.pick(uri)
 	if err != nil {
@@ -88,15 +95,7 @@ func WriteJSON(ctx context.Context, s Store, uri string, v any) error {
 	if err != nil {
 		return fmt.Errorf("write JSON %s: %w", uri, err)
 	}
-	data = append(data, '\n')
-	w, err := s.Create(ctx, uri)
-	if err != nil {
-		return fmt.Errorf("write JSON: %w", err)
-	}
-	if _, err := w.Write(data); err != nil {
-		return errors.Join(fmt.Errorf("write JSON: %w", err), w.Abort())
-	}
-	if err := w.Close(); err != nil {
+	if err := s.Put(ctx, uri, append(data, '\n')); err != nil {
 		return fmt.Errorf("write JSON: %w", err)
 	}
 	return nil

@@ -68,6 +68,27 @@ func testStore(t *testing.T, s blob.Store, base string) {
 		}
 	})
 
+	t.Run("put", func(t *testing.T) {
+		uri := blob.Join(base, "put/chunks/00003.jsonl")
+		body := []byte(strings.Repeat(`{"custom_id":"p"}`+"\n", 1000))
+		if err := s.Put(ctx, uri, body); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, s, uri); got != string(body) {
+			t.Fatalf("read back %d bytes, want the %d put", len(got), len(body))
+		}
+		// A second Put replaces the object, and an empty body is an empty object.
+		if err := s.Put(ctx, uri, nil); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := s.Stat(ctx, uri); err != nil || info.Size != 0 {
+			t.Errorf("after an empty Put, Stat = %+v, %v; want size 0", info, err)
+		}
+		if err := s.Put(ctx, blob.Join(base, "put/folder/"), body); err == nil {
+			t.Error("Put to a name ending in a slash succeeded")
+		}
+	})
+
 	t.Run("empty object", func(t *testing.T) {
 		uri := blob.Join(base, "empty/errors.jsonl")
 		write(t, s, uri, "")

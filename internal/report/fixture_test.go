@@ -131,7 +131,7 @@ func writeFixture(t *testing.T, output, runID string, t0 time.Time, scores map[s
 			Usage: batchfile.Usage{PromptTokens: a.prompt, CompletionTokens: a.completion, CachedTokens: cached}}))
 	}
 	put := func(uri string, data []byte) {
-		if err := writeObject(ctx, store, uri, data); err != nil {
+		if err := store.Put(ctx, uri, data); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,7 +2,6 @@ package report
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -99,14 +98,14 @@ func WriteFiles(ctx context.Context, store blob.Store, prefix string, r Report) 
 		if !c.Recorded() {
 			continue
 		}
-		if err := writeObject(ctx, store, blob.Join(prefix, ChartsDir, c.Name), c.SVG); err != nil {
+		if err := store.Put(ctx, blob.Join(prefix, ChartsDir, c.Name), c.SVG); err != nil {
 			return r, err
 		}
 	}
-	if err := writeObject(ctx, store, blob.Join(prefix, MarkdownName), md); err != nil {
+	if err := store.Put(ctx, blob.Join(prefix, MarkdownName), md); err != nil {
 		return r, err
 	}
-	if err := writeObject(ctx, store, blob.Join(prefix, HTMLName), page); err != nil {
+	if err := store.Put(ctx, blob.Join(prefix, HTMLName), page); err != nil {
 		return r, err
 	}
 	// report.json last: a reader that finds it finds the others too.
@@ -114,20 +113,6 @@ func WriteFiles(ctx context.Context, store blob.Store, prefix string, r Report) 
 		return r, fmt.Errorf("write report: %w", err)
 	}
 	return r, nil
-}
-
-func writeObject(ctx context.Context, store blob.Store, uri string, data []byte) error {
-	w, err := store.Create(ctx, uri)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", uri, err)
-	}
-	if _, err := w.Write(data); err != nil {
-		return errors.Join(fmt.Errorf("write %s: %w", uri, err), w.Abort())
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", uri, err)
-	}
-	return nil
 }
 
 // Remeasure measures the run in layout's folder again, taking what only the
