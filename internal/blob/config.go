@@ -4,11 +4,16 @@ import (
 	"strings"
 )
 
-// Defaults for Config fields left zero.
+// Defaults for Config fields left zero. A writer streams in S3's smallest part,
+// one part in flight while the next fills: 15 MiB a writer, so a control worker's
+// memory hardly depends on how large an output it merges (a 9 MB one already
+// fills most of that) or on how many runs it merges at once. The price is
+// throughput: against a local server on 16 cores one part in flight moved about
+// half of what two did (docs/benchmarks.md, "The control worker's peak, flatter").
 const (
 	DefaultRegion      = "us-east-1"
-	DefaultPartSize    = 8 << 20
-	DefaultConcurrency = 2
+	DefaultPartSize    = 5 << 20
+	DefaultConcurrency = 1
 )
 
 // Config says how to reach S3. The zero value means AWS S3 with the standard
@@ -29,7 +34,8 @@ type Config struct {
 	PathStyle bool
 	// PartSize is the multipart part size in bytes (DefaultPartSize when zero).
 	// S3 rejects parts under 5 MiB except the last, so smaller values only work
-	// against lenient local servers.
+	// against lenient local servers; it allows 10,000 parts, so a streamed
+	// object is at most 10,000 × PartSize (48.8 GiB at the default).
 	PartSize int64
 	// Concurrency is the number of parts in flight per writer
 	// (DefaultConcurrency when zero). A writer holds about
