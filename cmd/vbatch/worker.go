@@ -87,11 +87,11 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 			if role != roleAll && role != roleControl && role != roleGPU {
 				return fmt.Errorf("--role %q: use all, control or gpu", role)
 			}
-			tightenGC(role)
+			tightenGC()
 			if role == roleGPU {
 				// A GPU worker's requests to Temporal are heartbeats, polls and small
 				// results, which gzip does not shrink; its compressors (about 0.8 MB
-				// each, pooled per P) only held memory. See gpuGCPercent.
+				// each, pooled per P) only held memory. See workerGCPercent.
 				a.cfg.Temporal.ConnectionOptions.GrpcCompression = &client.GrpcCompressionNone{}
 			}
 			stopMetrics, err := a.serveMetrics(flags.metricsAddr)
@@ -124,36 +124,24 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 	return cmd
 }
 
-// controlGCPercent is the control worker's GOGC unless the environment sets one.
-// Its live heap during Merge is mostly the output's upload buffers (blob: about
-// PartSize × (Concurrency+2), 32 MiB by default), which stay live for the whole
-// upload and never become garbage; Go's default of 100 lets the heap grow to
-// twice the live heap, so a Merge long enough to reach that goal (200,000
-// requests) peaked tens of MB above a short one (5,000). 50 keeps the headroom
-// at half the live heap; see docs/benchmarks.md "Control worker peak RSS".
-const controlGCPercent = 50
+// workerGCPercent is every worker's GOGC unless the environment sets one. A
+// worker's live heap is mostly buffers that a long run keeps full from start to
+// end and a short one barely fills: the GPU worker's chunks in flight (their
+// requests and answers), the control worker's chunk buffers in Plan and its
+// read-ahead chunks and output part buffers in Merge (blob: PartSize ×
+// (Concurrency+2), 15 MiB by default). Go's default of 100 lets the heap grow to
+// twice that, so a long run (200,000 requests) peaked tens of MB above a short
+// one (5,000). 25 keeps the headroom at a quarter; the GCs' cost showed only with
+// engines 200× the targets' speed (2 % of a 16-core host). See
+// docs/benchmarks.md, "GPU worker peak RSS" and "The control worker's peak, flatter".
+const workerGCPercent = 25
 
-// gpuGCPercent is the GPU worker's GOGC (also of --role all) unless the
-// environment sets one. Its live heap is the chunks in flight (their requests
-// and answers), which a long run keeps at a full
-// worker's worth for hours while a short one, whose chunks shrink towards the
-// tail, holds it for a moment; with Go's default of 100 the heap then peaked at
-// twice the longest run's largest live heap. 25 keeps the headroom at a quarter;
-// the GCs' cost showed only with engines 200× the targets' speed (2 % of a
-// 16-core host); see docs/benchmarks.md "GPU worker peak RSS".
-const gpuGCPercent = 25
-
-// tightenGC sets the GOGC of role's workers, leaving an explicit GOGC alone.
-func tightenGC(role string) {
+// tightenGC sets the workers' GOGC, leaving an explicit GOGC alone.
+func tightenGC() {
 	if os.Getenv("GOGC") != "" {
 		return
 	}
-	switch role {
-	case roleControl:
-		debug.SetGCPercent(controlGCPercent)
-	case roleGPU, roleAll:
-		debug.SetGCPercent(gpuGCPercent)
-	}
+	debug.SetGCPercent(workerGCPercent)
 }
 
 // runningWorkers are started workers, stopped together.
