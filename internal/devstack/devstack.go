@@ -225,6 +225,13 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		"--port", strconv.Itoa(tPort),
 		"--db-filename", filepath.Join(dir, "temporal.db"),
 		"--log-level", "warn",
+		// One partition per task queue. With the default four, a chunk's task
+		// that found no poller waiting sat in another partition's backlog
+		// while the GPU worker's polls waited on the others: on a 16-core host
+		// the last chunks of most short runs started 2 s late, engines idle.
+		// One node with a worker or two per queue gains nothing from more.
+		"--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+		"--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
 	}
 	if opts.Headless {
 		args = append(args, "--headless")
