@@ -33,11 +33,7 @@ func cachedRun(t *testing.T, store blob.Store, root, runID string, n int) Genera
 		require.NoError(t, err)
 		lines = append(lines, string(b))
 	}
-	w, err := store.Create(context.Background(), layout.Chunk(0))
-	require.NoError(t, err)
-	_, err = w.Write([]byte(strings.Join(lines, "\n") + "\n"))
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	require.NoError(t, store.Put(context.Background(), layout.Chunk(0), []byte(strings.Join(lines, "\n")+"\n")))
 	return GenerateInput{Run: layout, Chunk: run.ChunkPlan{Index: 0, Requests: n, FirstLine: 1, LastLine: n},
 		Model: "m", CheckpointEvery: 4, CheckpointSeconds: 1, Cache: blob.Join(root, "vbatch-cache")}
 }

@@ -120,11 +120,7 @@ func newChunk(t *testing.T, n int) chunkFixture {
 
 func (f chunkFixture) put(t *testing.T, uri, data string) {
 	t.Helper()
-	w, err := f.store.Create(context.Background(), uri)
-	require.NoError(t, err)
-	_, err = w.Write([]byte(data))
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	require.NoError(t, f.store.Put(context.Background(), uri, []byte(data)))
 }
 
 func (f chunkFixture) input(every int) GenerateInput {
@@ -358,24 +354,25 @@ func (s *flakyStore) Open(ctx context.Context, uri string) (io.ReadCloser, error
 
 func (s *flakyStore) setDown(v bool) { s.mu.Lock(); s.down = v; s.mu.Unlock() }
 
-func (s *flakyStore) Create(ctx context.Context, uri string) (blob.Writer, error) {
+// refuse says whether the store is down, counting the write it refuses.
+func (s *flakyStore) refuse() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down {
 		s.refused++
+	}
+	return s.down
+}
+
+func (s *flakyStore) Create(ctx context.Context, uri string) (blob.Writer, error) {
+	if s.refuse() {
 		return nil, errors.New("connection refused")
 	}
 	return s.Store.Create(ctx, uri)
 }
 
 func (s *flakyStore) Put(ctx context.Context, uri string, body []byte) error {
-	s.mu.Lock()
-	down := s.down
-	if down {
-		s.refused++
-	}
-	s.mu.Unlock()
-	if down {
+	if s.refuse() {
 		return errors.New("connection refused")
 	}
 	return s.Store.Put(ctx, uri, body)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -37,13 +36,11 @@ func newMergeFixture(t testing.TB, store blob.Store, prefix string) *mergeFixtur
 
 func (f *mergeFixture) put(t testing.TB, uri string, lines []string) {
 	t.Helper()
-	w, err := f.store.Create(context.Background(), uri)
-	require.NoError(t, err)
+	var b strings.Builder
 	for _, l := range lines {
-		_, err = io.WriteString(w, l+"\n")
-		require.NoError(t, err)
+		b.WriteString(l + "\n")
 	}
-	require.NoError(t, w.Close())
+	require.NoError(t, f.store.Put(context.Background(), uri, []byte(b.String())))
 }
 
 // chunk writes chunk i's requests and, per attempt, its parts of answers.

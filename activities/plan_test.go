@@ -141,11 +141,7 @@ func TestPlanFailsWhenAChunkFailsToStore(t *testing.T) {
 // writeObject stores data at uri.
 func writeObject(tb testing.TB, store blob.Store, uri string, data []byte) {
 	tb.Helper()
-	w, err := store.Create(context.Background(), uri)
-	require.NoError(tb, err)
-	_, err = w.Write(data)
-	require.NoError(tb, err)
-	require.NoError(tb, w.Close())
+	require.NoError(tb, store.Put(context.Background(), uri, data))
 }
 
 // controlActivities is a test environment with the control worker's activities on store.

@@ -189,14 +189,7 @@ func startWorkers(t *testing.T, model string, slots int, extra ...string) (contr
 
 func putObject(t *testing.T, uri string, data []byte) {
 	t.Helper()
-	w, err := store.Create(context.Background(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
+	if err := store.Put(context.Background(), uri, data); err != nil {
 		t.Fatal(err)
 	}
 }

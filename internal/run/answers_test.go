@@ -26,11 +26,7 @@ func fileRun(t *testing.T) (blob.Store, Layout) {
 
 func put(t *testing.T, store blob.Store, uri, data string) {
 	t.Helper()
-	w, err := store.Create(context.Background(), uri)
-	require.NoError(t, err)
-	_, err = w.Write([]byte(data))
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
+	require.NoError(t, store.Put(context.Background(), uri, []byte(data)))
 }
 
 func TestLoadChunkKeepsTheFirstAnswerInWriteOrderAndPrefersSuccess(t *testing.T) {
