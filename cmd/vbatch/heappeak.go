@@ -67,10 +67,29 @@ func (a *app) watchHeapPeak(ctx context.Context, role string) {
 func (a *app) logMemoryClasses(resident int64, classes []metrics.Sample) {
 	metrics.Read(classes)
 	fields := []zap.Field{zap.Int64("peak_rss", resident)}
+	fields = append(fields, processStatus()...)
 	for _, c := range classes {
 		fields = append(fields, zap.Uint64(strings.TrimPrefix(c.Name, "/memory/classes/"), c.Value.Uint64()))
 	}
 	a.log.Info("resident peak", fields...)
+}
+
+// processStatus is the kernel's split of the resident set now: anonymous memory
+// (the heap, stacks, C allocations) against file pages (the binary's code and
+// data), and the number of threads, each of which has a C stack.
+func processStatus() []zap.Field {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil
+	}
+	var fields []zap.Field
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if ok && (name == "RssAnon" || name == "RssFile" || name == "Threads") {
+			fields = append(fields, zap.String(name, strings.TrimSpace(value)))
+		}
+	}
+	return fields
 }
 
 // memoryClasses are the leaves of the runtime's /memory/classes metrics.
