@@ -129,7 +129,7 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 // end and a short one barely fills: the GPU worker's chunks in flight (their
 // requests and answers), the control worker's chunk buffers in Plan and its
 // read-ahead chunks and output part buffers in Merge (blob: PartSize ×
-// (Concurrency+2), 15 MiB by default). Go's default of 100 lets the heap grow to
+// (Concurrency+1), 10 MiB by default). Go's default of 100 lets the heap grow to
 // twice that, so a long run (200,000 requests) peaked tens of MB above a short
 // one (5,000). 25 keeps the headroom at a quarter; the GCs' cost showed only with
 // engines 200× the targets' speed (2 % of a 16-core host). See

@@ -5,7 +5,7 @@ import (
 )
 
 // Defaults for Config fields left zero. A writer streams in S3's smallest part,
-// one part in flight while the next fills: 15 MiB a writer, so a control worker's
+// one part in flight while the next fills: 10 MiB a writer, so a control worker's
 // memory hardly depends on how large an output it merges (a 9 MB one already
 // fills most of that) or on how many runs it merges at once. The price is
 // throughput: against a local server on 16 cores one part in flight moved about
@@ -38,8 +38,8 @@ type Config struct {
 	// object is at most 10,000 × PartSize (48.8 GiB at the default).
 	PartSize int64
 	// Concurrency is the number of parts in flight per writer
-	// (DefaultConcurrency when zero). A writer holds about
-	// PartSize*(Concurrency+2) bytes, so these two bound its memory.
+	// (DefaultConcurrency when zero). A writer holds at most
+	// PartSize*(Concurrency+1) bytes, so these two bound its memory.
 	Concurrency int
 }
 

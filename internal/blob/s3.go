@@ -18,7 +18,6 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 )
@@ -83,9 +82,8 @@ func NewS3Client(ctx context.Context, cfg Config) (*s3.Client, error) {
 
 // s3Store serves s3:// URIs.
 type s3Store struct {
-	client   *s3.Client
-	uploader *transfermanager.Client
-	cfg      Config
+	client *s3.Client
+	cfg    Config
 }
 
 func newS3Store(ctx context.Context, cfg Config) (*s3Store, error) {
@@ -94,15 +92,7 @@ func newS3Store(ctx context.Context, cfg Config) (*s3Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	uploader := transfermanager.New(client, func(o *transfermanager.Options) {
-		o.PartSizeBytes = cfg.PartSize
-		// Below one part a single PutObject is cheaper; at one part we switch
-		// to multipart so the uploader never buffers more than a part at once.
-		o.MultipartUploadThreshold = cfg.PartSize
-		o.Concurrency = cfg.Concurrency
-		o.FailTimeout = abortTimeout
-	})
-	return &s3Store{client: client, uploader: uploader, cfg: cfg}, nil
+	return &s3Store{client: client, cfg: cfg}, nil
 }
 
 func s3Location(uri string) (bucket, key string, err error) {
@@ -300,88 +290,14 @@ func (s *s3Store) Put(ctx context.Context, uri string, body []byte) error {
 	return nil
 }
 
-// errAborted is what the uploader reads from the pipe after Abort; reading an
-// error makes it abort the multipart upload instead of completing it.
-var errAborted = errors.New("write aborted")
-
-// Create streams the writer's bytes through an io.Pipe into the transfer
-// manager. The manager reads one part at a time into a pool of
-// Concurrency+1 part buffers and uploads up to Concurrency parts at once, so
-// memory stays near PartSize*(Concurrency+2) whatever the object's size. An
-// object under one part goes up as a single PutObject on Close.
+// Create returns a writer that streams the object in parts (s3Writer): memory
+// stays at most PartSize*(Concurrency+1) whatever the object's size.
 func (s *s3Store) Create(ctx context.Context, uri string) (Writer, error) {
 	bucket, key, err := objectKey(uri)
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
-	pr, pw := io.Pipe()
-	w := &s3Writer{uri: uri, pw: pw, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		_, err := s.uploader.UploadObject(ctx, &transfermanager.UploadObjectInput{
-			Bucket: &bucket,
-			Key:    &key,
-			Body:   pr,
-		})
-		if err != nil {
-			w.err = err
-		}
-		// Unblock a Write still waiting on the pipe: it gets the upload's error
-		// (or io.ErrClosedPipe after a clean finish).
-		if err == nil {
-			err = io.ErrClosedPipe
-		}
-		pr.CloseWithError(err)
-	}()
-	return w, nil
-}
-
-type s3Writer struct {
-	uri      string
-	pw       *io.PipeWriter
-	done     chan struct{}
-	err      error // the upload's result; read only after done is closed
-	finished bool
-}
-
-func (w *s3Writer) Write(p []byte) (int, error) {
-	if w.finished {
-		return 0, fmt.Errorf("write %s: %w", w.uri, errWriterDone)
-	}
-	n, err := w.pw.Write(p)
-	if err != nil {
-		return n, s3Error("write", w.uri, err)
-	}
-	return n, nil
-}
-
-func (w *s3Writer) Close() error {
-	if w.finished {
-		return fmt.Errorf("close %s: %w", w.uri, errWriterDone)
-	}
-	w.finished = true
-	w.pw.Close()
-	<-w.done
-	if w.err != nil {
-		return s3Error("close", w.uri, w.err)
-	}
-	return nil
-}
-
-func (w *s3Writer) Abort() error {
-	if w.finished {
-		return nil
-	}
-	w.finished = true
-	// The uploader reads errAborted instead of EOF, so it aborts the
-	// multipart upload (on a fresh context, see abortTimeout) rather than
-	// completing it; before the first part nothing was sent at all. The
-	// transfer manager does not report a failed AbortMultipartUpload, so
-	// parts can in rare cases linger until the bucket's lifecycle rule for
-	// incomplete uploads removes them; the object itself never appears.
-	w.pw.CloseWithError(errAborted)
-	<-w.done
-	return nil
+	return s.newWriter(ctx, uri, bucket, key), nil
 }
 
 // Compile-time checks that the stores satisfy the interface.
