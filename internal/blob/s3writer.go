@@ -118,49 +118,60 @@ func (w *s3Writer) nextBuffer() []byte {
 	return <-w.spare
 }
 
-// sendPart starts the upload of the full buffer, after starting the multipart
-// upload if this is its first part; it waits while Concurrency parts are in
-// flight.
+// sendPart starts the upload of the full buffer in the background; it waits
+// while Concurrency parts are in flight.
 func (w *s3Writer) sendPart() error {
+	number, part, err := w.takePart()
+	if err != nil {
+		return err
+	}
+	w.uploads.Go(func() error {
+		// Back before Go admits another part, so nextBuffer never waits long.
+		defer func() { w.spare <- part[:0] }()
+		return w.uploadPart(number, part)
+	})
+	return nil
+}
+
+// takePart numbers the buffer as the next part and takes it from the writer,
+// starting the multipart upload at the first part.
+func (w *s3Writer) takePart() (int32, []byte, error) {
 	if w.uploadID == nil {
 		if err := w.startUpload(); err != nil {
-			return err
+			return 0, nil, err
 		}
 	}
 	if w.failed.Err() != nil {
-		return w.failure()
+		return 0, nil, w.failure()
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	number := int32(len(w.parts) + 1)
 	if number > maxParts {
-		w.mu.Unlock()
-		return fmt.Errorf("object is over S3's %d parts of %d bytes; raise the part size to write more", maxParts, w.partSize)
+		return 0, nil, fmt.Errorf("object is over S3's %d parts of %d bytes; raise the part size to write more", maxParts, w.partSize)
 	}
 	w.parts = append(w.parts, types.CompletedPart{PartNumber: aws.Int32(number)})
-	w.mu.Unlock()
-
 	part := w.buf
 	w.buf = nil
 	if w.allocated == 0 {
 		w.allocated = 1 // the first part's buffer, grown in place
 	}
-	w.uploads.Go(func() error {
-		// Back before Go admits another part, so nextBuffer never waits long.
-		defer func() { w.spare <- part[:0] }()
-		out, err := w.client.UploadPart(w.failed, &s3.UploadPartInput{
-			Bucket: &w.bucket, Key: &w.key, UploadId: w.uploadID, PartNumber: aws.Int32(number),
-			Body: bytes.NewReader(part), ContentLength: aws.Int64(int64(len(part))),
-			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
-		})
-		if err != nil {
-			return fmt.Errorf("part %d: %w", number, err)
-		}
-		w.mu.Lock()
-		w.parts[number-1].ETag = out.ETag
-		w.parts[number-1].ChecksumCRC32 = out.ChecksumCRC32
-		w.mu.Unlock()
-		return nil
+	return number, part, nil
+}
+
+func (w *s3Writer) uploadPart(number int32, part []byte) error {
+	out, err := w.client.UploadPart(w.failed, &s3.UploadPartInput{
+		Bucket: &w.bucket, Key: &w.key, UploadId: w.uploadID, PartNumber: aws.Int32(number),
+		Body: bytes.NewReader(part), ContentLength: aws.Int64(int64(len(part))),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 	})
+	if err != nil {
+		return fmt.Errorf("part %d: %w", number, err)
+	}
+	w.mu.Lock()
+	w.parts[number-1].ETag = out.ETag
+	w.parts[number-1].ChecksumCRC32 = out.ChecksumCRC32
+	w.mu.Unlock()
 	return nil
 }
 
@@ -218,7 +229,13 @@ func (w *s3Writer) complete() error {
 	defer w.stop()
 	var err error
 	if len(w.buf) > 0 {
-		err = w.sendPart()
+		// The last part goes up from here, beside the part still in flight: it
+		// needs no buffer but its own, and the object is done a part sooner.
+		var number int32
+		var part []byte
+		if number, part, err = w.takePart(); err == nil {
+			err = w.uploadPart(number, part)
+		}
 	}
 	// Every part has ended before the upload is completed or aborted: a part
 	// still arriving after an abort would linger.
