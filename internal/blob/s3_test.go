@@ -6,6 +6,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -198,6 +202,58 @@ func TestS3CancelledContextAbortsUpload(t *testing.T) {
 	}
 	if n := multipartUploads(t, st); n != 0 {
 		t.Errorf("%d multipart uploads left after cancel", n)
+	}
+}
+
+// A part the server refuses fails the write with the server's word for it, and the
+// writer aborts the multipart upload: neither the object nor its parts remain.
+func TestS3RefusedPartAbortsTheUpload(t *testing.T) {
+	_, st := startS3(t, nil)
+	target, err := url.Parse(st.S3Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In front of versitygw, refuse the second part of any upload; the request
+	// keeps the Host it was signed for, so everything else passes.
+	forward := httputil.NewSingleHostReverseProxy(target)
+	var refused atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" {
+			refused.Add(1)
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>part refused by the test</Message></Error>`)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	cfg := st.BlobConfig()
+	cfg.EndpointURL = proxy.URL
+	s, err := blob.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	uri := "s3://" + st.Bucket + "/refused/output.jsonl"
+	w, err := s.Create(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, writeErr := io.Copy(w, newPattern(5, 16<<20)) // four parts: the second is refused
+	err = errors.Join(writeErr, w.Close())
+	if err == nil || !strings.Contains(err.Error(), "part 2") || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Fatalf("write and close: err = %v, want part 2's AccessDenied", err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("the proxy refused nothing: the test did not test")
+	}
+	if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat after the refused part: err = %v, want ErrNotFound", err)
+	}
+	if n := multipartUploads(t, st); n != 0 {
+		t.Errorf("%d multipart uploads left after the refused part", n)
 	}
 }
 
