@@ -30,7 +30,8 @@ type Store interface {
 	Delete(ctx context.Context, uri string) error
 }
 
-// Writer is an object being written.
+// Writer is an object being written. After a Write fails, Close fails too and the
+// object is left as it was: a writer never stores what came before a lost write.
 type Writer interface {
 	io.WriteCloser
 	// Abort discards what was written; the object is left as it was.

@@ -201,6 +201,9 @@ type fileWriter struct {
 	path string
 	f    *os.File
 	done bool
+	// writeErr is the first failed Write's error: Close then fails too and
+	// leaves the object as it was, instead of renaming what came before.
+	writeErr error
 }
 
 var errWriterDone = errors.New("writer already closed or aborted")
@@ -209,9 +212,13 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("write %s: %w", w.uri, errWriterDone)
 	}
+	if w.writeErr != nil {
+		return 0, w.writeErr
+	}
 	n, err := w.f.Write(p)
 	if err != nil {
-		return n, fmt.Errorf("write %s: %w", w.uri, err)
+		w.writeErr = fmt.Errorf("write %s: %w", w.uri, err)
+		return n, w.writeErr
 	}
 	return n, nil
 }
@@ -219,6 +226,10 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 func (w *fileWriter) Close() error {
 	if w.done {
 		return fmt.Errorf("close %s: %w", w.uri, errWriterDone)
+	}
+	if w.writeErr != nil {
+		err := w.Abort()
+		return fmt.Errorf("close %s: an earlier write failed: %w", w.uri, errors.Join(w.writeErr, err))
 	}
 	w.done = true
 	tmp := w.f.Name()

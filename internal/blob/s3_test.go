@@ -205,56 +205,77 @@ func TestS3CancelledContextAbortsUpload(t *testing.T) {
 	}
 }
 
-// A part the server refuses fails the write with the server's word for it, and the
-// writer aborts the multipart upload: neither the object nor its parts remain.
-func TestS3RefusedPartAbortsTheUpload(t *testing.T) {
+// A request the server refuses fails the write with the server's word for it, and
+// the writer leaves nothing behind: no object (not even the bytes before the
+// failure) and no open multipart upload.
+func TestS3RefusedRequestLeavesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		refuse     func(*http.Request) bool
+	}{
+		{"second part", "part 2", func(r *http.Request) bool {
+			return r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2"
+		}},
+		{"start of the upload", "CreateMultipartUpload", func(r *http.Request) bool {
+			return r.Method == http.MethodPost && r.URL.Query().Has("uploads")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, st, refused := startRefusingS3(t, tc.refuse)
+			uri := "s3://" + st.Bucket + "/refused/output.jsonl"
+			w, err := s.Create(context.Background(), uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, writeErr := io.Copy(w, newPattern(5, 16<<20)) // four parts
+			err = errors.Join(writeErr, w.Close())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "AccessDenied") {
+				t.Fatalf("write and close: err = %v, want %s's AccessDenied", err, tc.want)
+			}
+			if refused.Load() == 0 {
+				t.Fatal("the proxy refused nothing: the test did not test")
+			}
+			if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
+				t.Errorf("Stat after the refusal: err = %v, want ErrNotFound", err)
+			}
+			if n := multipartUploads(t, st); n != 0 {
+				t.Errorf("%d multipart uploads left after the refusal", n)
+			}
+		})
+	}
+}
+
+// startRefusingS3 starts versitygw behind a proxy that answers the requests refuse
+// picks with 403 AccessDenied (which the SDK does not retry) and passes the rest
+// on, keeping the Host they were signed for. It counts the refusals.
+func startRefusingS3(t *testing.T, refuse func(*http.Request) bool) (blob.Store, *devstack.Stack, *atomic.Int32) {
+	t.Helper()
 	_, st := startS3(t, nil)
 	target, err := url.Parse(st.S3Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// In front of versitygw, refuse the second part of any upload; the request
-	// keeps the Host it was signed for, so everything else passes.
 	forward := httputil.NewSingleHostReverseProxy(target)
-	var refused atomic.Int32
+	refused := new(atomic.Int32)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" {
-			refused.Add(1)
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>part refused by the test</Message></Error>`)
+		if !refuse(r) {
+			forward.ServeHTTP(w, r)
 			return
 		}
-		forward.ServeHTTP(w, r)
+		refused.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>`)
 	}))
-	defer proxy.Close()
+	t.Cleanup(proxy.Close)
 	cfg := st.BlobConfig()
 	cfg.EndpointURL = proxy.URL
 	s, err := blob.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	uri := "s3://" + st.Bucket + "/refused/output.jsonl"
-	w, err := s.Create(context.Background(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, writeErr := io.Copy(w, newPattern(5, 16<<20)) // four parts: the second is refused
-	err = errors.Join(writeErr, w.Close())
-	if err == nil || !strings.Contains(err.Error(), "part 2") || !strings.Contains(err.Error(), "AccessDenied") {
-		t.Fatalf("write and close: err = %v, want part 2's AccessDenied", err)
-	}
-	if refused.Load() == 0 {
-		t.Fatal("the proxy refused nothing: the test did not test")
-	}
-	if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
-		t.Errorf("Stat after the refused part: err = %v, want ErrNotFound", err)
-	}
-	if n := multipartUploads(t, st); n != 0 {
-		t.Errorf("%d multipart uploads left after the refused part", n)
-	}
+	return s, st, refused
 }
 
 func multipartUploads(t *testing.T, st *devstack.Stack) int {

@@ -46,6 +46,9 @@ type s3Writer struct {
 	allocated int         // buffers made so far
 	spare     chan []byte // buffers whose part has uploaded
 	finished  bool
+	// writeErr is the first failed Write's error: the bytes it could not send
+	// are lost, so Close must fail too rather than store what came before.
+	writeErr error
 
 	ctx      context.Context // Create's
 	uploadID *string         // nil until the first part is sent
@@ -70,11 +73,15 @@ func (w *s3Writer) Write(p []byte) (int, error) {
 	if w.finished {
 		return 0, fmt.Errorf("write %s: %w", w.uri, errWriterDone)
 	}
+	if w.writeErr != nil {
+		return 0, w.writeErr
+	}
 	written := 0
 	for len(p) > 0 {
 		if len(w.buf) == w.partSize {
 			if err := w.sendPart(); err != nil {
-				return written, s3Error("write", w.uri, err)
+				w.writeErr = s3Error("write", w.uri, err)
+				return written, w.writeErr
 			}
 		}
 		n := min(w.partSize-len(w.buf), len(p))
@@ -203,6 +210,9 @@ func (w *s3Writer) Close() error {
 		return fmt.Errorf("close %s: %w", w.uri, errWriterDone)
 	}
 	w.finished = true
+	if w.writeErr != nil {
+		return fmt.Errorf("close %s: an earlier write failed: %w", w.uri, errors.Join(w.writeErr, w.discard()))
+	}
 	if w.uploadID == nil {
 		_, err := w.client.PutObject(w.ctx, &s3.PutObjectInput{
 			Bucket: &w.bucket, Key: &w.key,
@@ -258,16 +268,22 @@ func (w *s3Writer) Abort() error {
 		return nil
 	}
 	w.finished = true
+	if err := w.discard(); err != nil {
+		return s3Error("abort", w.uri, err)
+	}
+	return nil
+}
+
+// discard stops the parts in flight and aborts the multipart upload, if one was
+// started.
+func (w *s3Writer) discard() error {
 	w.buf = nil
 	if w.uploadID == nil {
 		return nil // nothing was sent
 	}
 	w.stop()
 	_ = w.uploads.Wait() // the parts' errors are the cancellation's
-	if err := w.abortUpload(); err != nil {
-		return s3Error("abort", w.uri, err)
-	}
-	return nil
+	return w.abortUpload()
 }
 
 // abortUpload drops the multipart upload and its parts, on a fresh context so
