@@ -101,7 +101,9 @@ synthetic requests, runs them once and measures:
   engine idle      the engines' idle time while they still had chunks (report.json)
   Plan / Merge     input bytes / Plan activity, output bytes / Merge activity, in MB/s,
                    against a plain download + upload of the same bytes on the same server
-  peak RSS         control worker, GPU worker, and the largest engine process (VmHWM)
+  peak RSS         control worker, GPU worker, and the largest engine process (VmHWM);
+                   for the control worker also the phase that reached it (Plan, generation,
+                   Merge), to the watcher's 250 ms
 
 Writes the figures as JSON (--json) and appends a Markdown row (--markdown).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -220,6 +222,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 		measured.Engines = append(measured.Engines, bench.Engine{Name: e.Name(), BusySeconds: e.BusySeconds})
 	}
 	measured.EngineLastBusy = rep.Timing.EngineLastBusy
+	measured.ControlPeakRose = peaks.ControlRose
 	if err := readActivities(ctx, c, runID, firstExecution, &measured); err != nil {
 		return err
 	}
@@ -373,8 +376,10 @@ func readActivities(ctx context.Context, c client.Client, runID, firstExecution 
 		switch a.kind {
 		case "Plan":
 			m.PlanSeconds = a.closed.Sub(a.started).Seconds()
+			m.Plan = bench.Window{Start: a.started, End: a.closed}
 		case "Merge":
 			m.MergeSeconds = a.closed.Sub(a.started).Seconds()
+			m.Merge = bench.Window{Start: a.started, End: a.closed}
 		case "GenerateChunk":
 			if m.GenerationStart.IsZero() || a.scheduled.Before(m.GenerationStart) {
 				m.GenerationStart = a.scheduled
@@ -519,8 +524,12 @@ func printBench(out io.Writer, r benchResult) {
 		r.Plan.MBPerSecond, mb(r.Plan.Bytes), r.Plan.Seconds, r.PlanVsCopy, r.CopyInput.MBPerSecond)
 	fmt.Fprintf(out, "Merge              %.1f MB/s (%.1f MB in %.2f s) = %.2f × plain copy %.1f MB/s\n",
 		r.Merge.MBPerSecond, mb(r.Merge.Bytes), r.Merge.Seconds, r.MergeVsCopy, r.CopyOutput.MBPerSecond)
-	fmt.Fprintf(out, "peak RSS           control worker %.0f MB, GPU worker %.0f MB, engine process %.0f MB (largest of %d)\n",
-		mb(r.RSS.ControlBytes), mb(r.RSS.GPUBytes), mb(r.RSS.RunnerBytes), r.RSS.Runners)
+	reached := ""
+	if r.ControlPeakPhase != "" {
+		reached = " (reached in " + r.ControlPeakPhase + ")"
+	}
+	fmt.Fprintf(out, "peak RSS           control worker %.0f MB%s, GPU worker %.0f MB, engine process %.0f MB (largest of %d)\n",
+		mb(r.RSS.ControlBytes), reached, mb(r.RSS.GPUBytes), mb(r.RSS.RunnerBytes), r.RSS.Runners)
 }
 
 // benchHeader is the Markdown table that appendBenchRow starts a new file with.

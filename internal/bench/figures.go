@@ -51,11 +51,31 @@ type Inputs struct {
 	GenerationStart, GenerationEnd time.Time
 	Submitted, Done                time.Time
 	PlanSeconds, MergeSeconds      float64
-	InputBytes, OutputBytes        int64
+	// Plan and Merge are when those activities ran, and ControlPeakRose the two
+	// samples between which the control worker's peak RSS last grew (Peaks).
+	Plan, Merge, ControlPeakRose Window
+	InputBytes, OutputBytes      int64
 	// CopyInputSeconds and CopyOutputSeconds are a plain download + upload of the
 	// input and of the output through the same client, on the same server.
 	CopyInputSeconds, CopyOutputSeconds float64
 }
+
+// Window is a stretch of time: an activity from started to closed, or the two
+// samples around a change.
+type Window struct{ Start, End time.Time }
+
+func (w Window) overlaps(o Window) bool {
+	return !w.Start.IsZero() && !o.Start.IsZero() && w.Start.Before(o.End) && o.Start.Before(w.End)
+}
+
+// Phases of a run, for where the control worker's peak was reached.
+const (
+	PhaseStart      = "start" // the worker's own start, before Plan
+	PhasePlan       = "Plan"
+	PhaseGeneration = "generation"
+	PhaseMerge      = "Merge"
+	PhaseAfterMerge = "after Merge" // Report, and the run's end
+)
 
 // Figures are what the bench reports.
 type Figures struct {
@@ -91,6 +111,10 @@ type Figures struct {
 	CopyOutput      Throughput    `json:"copy_output"`
 	PlanVsCopy      float64       `json:"plan_vs_copy"`  // Plan MB/s over copying the input
 	MergeVsCopy     float64       `json:"merge_vs_copy"` // Merge MB/s over copying the output
+	// ControlPeakPhase is the phase in which the control worker's peak RSS was
+	// reached (a Phase constant), "" when unknown: Plan and Merge hold different
+	// buffers, and which of them sets the peak differs between short and long runs.
+	ControlPeakPhase string `json:"control_worker_peak_phase,omitempty"`
 }
 
 // ChunkOverhead summarises the per-chunk overhead, and where its mean went.
@@ -206,5 +230,26 @@ func Compute(in Inputs) Figures {
 	f.CopyOutput = throughput(in.OutputBytes, in.CopyOutputSeconds)
 	f.PlanVsCopy = ratio(f.Plan.MBPerSecond, f.CopyInput.MBPerSecond)
 	f.MergeVsCopy = ratio(f.Merge.MBPerSecond, f.CopyOutput.MBPerSecond)
+	f.ControlPeakPhase = peakPhase(in.ControlPeakRose, in.Plan, in.Merge)
 	return f
+}
+
+// peakPhase names the phase in which a peak that grew between the two samples of
+// rose was reached. Samples are a fraction of a second apart, so a rise that
+// overlaps Plan or Merge is theirs.
+func peakPhase(rose, plan, merge Window) string {
+	switch {
+	case rose.End.IsZero() || plan.Start.IsZero() || merge.Start.IsZero():
+		return ""
+	case rose.overlaps(merge):
+		return PhaseMerge
+	case rose.overlaps(plan):
+		return PhasePlan
+	case !rose.End.After(plan.Start):
+		return PhaseStart
+	case !rose.Start.Before(merge.End):
+		return PhaseAfterMerge
+	default:
+		return PhaseGeneration
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -88,6 +89,34 @@ func TestComputeWithoutDurations(t *testing.T) {
 	}
 }
 
+func TestComputeSaysWhichPhaseReachedTheControlPeak(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	plan := Window{Start: at(1), End: at(3)}
+	merge := Window{Start: at(10), End: at(12)}
+	for _, tc := range []struct {
+		name string
+		rose Window
+		want string
+	}{
+		{"first sample, before the run", Window{End: at(0.5)}, PhaseStart},
+		{"during Plan", Window{Start: at(2), End: at(2.25)}, PhasePlan},
+		{"seen just after Plan closed", Window{Start: at(2.9), End: at(3.15)}, PhasePlan},
+		{"while chunks ran", Window{Start: at(5), End: at(5.25)}, PhaseGeneration},
+		{"seen just after Merge began", Window{Start: at(9.9), End: at(10.15)}, PhaseMerge},
+		{"during Merge", Window{Start: at(11), End: at(11.25)}, PhaseMerge},
+		{"during Report", Window{Start: at(12.1), End: at(12.35)}, PhaseAfterMerge},
+		{"never sampled", Window{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := Compute(Inputs{GPUs: 1, Plan: plan, Merge: merge, ControlPeakRose: tc.rose})
+			if f.ControlPeakPhase != tc.want {
+				t.Errorf("phase = %q, want %q", f.ControlPeakPhase, tc.want)
+			}
+		})
+	}
+}
+
 func TestPeakRSSOfThisProcess(t *testing.T) {
 	pid := os.Getpid()
 	rss, err := PeakRSS(pid)
@@ -100,6 +129,32 @@ func TestPeakRSSOfThisProcess(t *testing.T) {
 }
 
 // Children finds a process this test started.
+// The watcher says when the watched process's peak last grew: here, while the test
+// touches 64 MiB it had not touched before.
+func TestWatcherSeesWhenThePeakGrew(t *testing.T) {
+	pid := os.Getpid()
+	if _, err := PeakRSS(pid); err != nil {
+		t.Skip("no /proc here:", err)
+	}
+	w := Watch(pid, pid, 10*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	grew := time.Now()
+	touched := make([]byte, 64<<20)
+	for i := range touched {
+		touched[i] = byte(i)
+	}
+	time.Sleep(50 * time.Millisecond)
+	peaks := w.Stop()
+	runtime.KeepAlive(touched)
+	if peaks.ControlRose.End.Before(grew) || peaks.ControlRose.Start.IsZero() {
+		t.Errorf("peak last rose between %v and %v; want a window of two samples after %v",
+			peaks.ControlRose.Start, peaks.ControlRose.End, grew)
+	}
+	if peaks.ControlBytes < 64<<20 {
+		t.Errorf("peak %d bytes after touching 64 MiB", peaks.ControlBytes)
+	}
+}
+
 func TestChildrenFindsAChild(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc here")

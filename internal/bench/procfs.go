@@ -64,6 +64,9 @@ type Peaks struct {
 	// child of the GPU worker); Runners is how many the watcher saw.
 	RunnerBytes int64 `json:"runner_peak_bytes"`
 	Runners     int   `json:"runners"`
+	// ControlRose is the two samples between which the control worker's peak
+	// last grew: when it was reached, to the sampling interval.
+	ControlRose Window `json:"-"`
 }
 
 // Watcher samples the peak RSS of the control worker, the GPU worker and the GPU
@@ -77,6 +80,7 @@ type Watcher struct {
 	mu           sync.Mutex
 	peaks        Peaks
 	runners      map[int]int64
+	lastSample   time.Time
 }
 
 // Watch starts sampling every interval until Stop.
@@ -102,9 +106,14 @@ func (w *Watcher) sample() {
 	control, _ := PeakRSS(w.control)
 	gpu, _ := PeakRSS(w.gpu)
 	children := Children(w.gpu)
+	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.peaks.ControlBytes = max(w.peaks.ControlBytes, control)
+	if control > w.peaks.ControlBytes {
+		w.peaks.ControlBytes = control
+		w.peaks.ControlRose = Window{Start: w.lastSample, End: now}
+	}
+	w.lastSample = now
 	w.peaks.GPUBytes = max(w.peaks.GPUBytes, gpu)
 	for _, pid := range children {
 		if rss, err := PeakRSS(pid); err == nil {
