@@ -65,8 +65,30 @@ type Peaks struct {
 	RunnerBytes int64 `json:"runner_peak_bytes"`
 	Runners     int   `json:"runners"`
 	// ControlRose is the two samples between which the control worker's peak
-	// last grew: when it was reached, to the sampling interval.
+	// came within peakSlack of its final value: when it was reached, to the
+	// sampling interval. The slack keeps a page or two touched later (the
+	// report, the shutdown) from claiming a peak another phase set.
 	ControlRose Window `json:"-"`
+}
+
+// peakSlack is how close to its final value a peak counts as reached.
+const peakSlack = 1 << 20
+
+// rise is a sample that saw the control worker's peak grow, and to what.
+type rise struct {
+	between Window
+	bytes   int64
+}
+
+// reached is when a peak that ended at final was reached: the first rise that
+// came within peakSlack of it.
+func reached(rises []rise, final int64) Window {
+	for _, r := range rises {
+		if r.bytes >= final-peakSlack {
+			return r.between
+		}
+	}
+	return Window{}
 }
 
 // Watcher samples the peak RSS of the control worker, the GPU worker and the GPU
@@ -81,6 +103,7 @@ type Watcher struct {
 	peaks        Peaks
 	runners      map[int]int64
 	lastSample   time.Time
+	controlRises []rise
 }
 
 // Watch starts sampling every interval until Stop.
@@ -111,7 +134,7 @@ func (w *Watcher) sample() {
 	defer w.mu.Unlock()
 	if control > w.peaks.ControlBytes {
 		w.peaks.ControlBytes = control
-		w.peaks.ControlRose = Window{Start: w.lastSample, End: now}
+		w.controlRises = append(w.controlRises, rise{between: Window{Start: w.lastSample, End: now}, bytes: control})
 	}
 	w.lastSample = now
 	w.peaks.GPUBytes = max(w.peaks.GPUBytes, gpu)
@@ -131,6 +154,7 @@ func (w *Watcher) Stop() Peaks {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	p := w.peaks
+	p.ControlRose = reached(w.controlRises, p.ControlBytes)
 	p.Runners = len(w.runners)
 	for _, rss := range w.runners {
 		p.RunnerBytes = max(p.RunnerBytes, rss)
