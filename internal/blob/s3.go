@@ -278,16 +278,21 @@ func (s *s3Store) Put(ctx context.Context, uri string, body []byte) error {
 	if int64(len(body)) > maxPutBytes {
 		return fmt.Errorf("put %s: %d bytes is over S3's %d for one request; write it with Create", uri, len(body), maxPutBytes)
 	}
-	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+	if err := putObject(ctx, s.client, bucket, key, body); err != nil {
+		return s3Error("put", uri, err)
+	}
+	return nil
+}
+
+// putObject is one PutObject of body, read in place.
+func putObject(ctx context.Context, client *s3.Client, bucket, key string, body []byte) error {
+	_, err := client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &bucket,
 		Key:           &key,
 		Body:          bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))),
 	})
-	if err != nil {
-		return s3Error("put", uri, err)
-	}
-	return nil
+	return err
 }
 
 // Create returns a writer that streams the object in parts (s3Writer): memory

@@ -214,10 +214,7 @@ func (w *s3Writer) Close() error {
 		return fmt.Errorf("close %s: an earlier write failed: %w", w.uri, errors.Join(w.writeErr, w.discard()))
 	}
 	if w.uploadID == nil {
-		_, err := w.client.PutObject(w.ctx, &s3.PutObjectInput{
-			Bucket: &w.bucket, Key: &w.key,
-			Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf))),
-		})
+		err := putObject(w.ctx, w.client, w.bucket, w.key, w.buf)
 		w.buf = nil
 		if err != nil {
 			return s3Error("close", w.uri, err)
