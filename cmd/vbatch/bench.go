@@ -375,10 +375,8 @@ func readActivities(ctx context.Context, c client.Client, runID, firstExecution 
 	for _, a := range all {
 		switch a.kind {
 		case "Plan":
-			m.PlanSeconds = a.closed.Sub(a.started).Seconds()
 			m.Plan = bench.Window{Start: a.started, End: a.closed}
 		case "Merge":
-			m.MergeSeconds = a.closed.Sub(a.started).Seconds()
 			m.Merge = bench.Window{Start: a.started, End: a.closed}
 		case "GenerateChunk":
 			if m.GenerationStart.IsZero() || a.scheduled.Before(m.GenerationStart) {
@@ -390,9 +388,9 @@ func readActivities(ctx context.Context, c client.Client, runID, firstExecution 
 			chunks[a.chunk] = a
 		}
 	}
-	if m.PlanSeconds <= 0 || m.MergeSeconds <= 0 || len(chunks) == 0 {
+	if m.Plan.Seconds() <= 0 || m.Merge.Seconds() <= 0 || len(chunks) == 0 {
 		return fmt.Errorf("history of %s (%d executions from %s): Plan %.3f s, Merge %.3f s, %d chunks: a Plan, Merge or GenerateChunk activity is missing",
-			runID, executions, firstExecution, m.PlanSeconds, m.MergeSeconds, len(chunks))
+			runID, executions, firstExecution, m.Plan.Seconds(), m.Merge.Seconds(), len(chunks))
 	}
 	// readChunkAttempts adds each chunk's engine and times.
 	for idx, a := range chunks {

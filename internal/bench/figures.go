@@ -50,9 +50,8 @@ type Inputs struct {
 	// as its submitter saw it.
 	GenerationStart, GenerationEnd time.Time
 	Submitted, Done                time.Time
-	PlanSeconds, MergeSeconds      float64
 	// Plan and Merge are when those activities ran, and ControlPeakRose the two
-	// samples between which the control worker's peak RSS last grew (Peaks).
+	// samples between which the control worker's peak RSS was reached (Peaks).
 	Plan, Merge, ControlPeakRose Window
 	InputBytes, OutputBytes      int64
 	// CopyInputSeconds and CopyOutputSeconds are a plain download + upload of the
@@ -63,6 +62,9 @@ type Inputs struct {
 // Window is a stretch of time: an activity from started to closed, or the two
 // samples around a change.
 type Window struct{ Start, End time.Time }
+
+// Seconds is the window's length.
+func (w Window) Seconds() float64 { return w.End.Sub(w.Start).Seconds() }
 
 func (w Window) overlaps(o Window) bool {
 	return !w.Start.IsZero() && !o.Start.IsZero() && w.Start.Before(o.End) && o.Start.Before(w.End)
@@ -224,8 +226,8 @@ func Compute(in Inputs) Figures {
 		}
 	}
 
-	f.Plan = throughput(in.InputBytes, in.PlanSeconds)
-	f.Merge = throughput(in.OutputBytes, in.MergeSeconds)
+	f.Plan = throughput(in.InputBytes, in.Plan.Seconds())
+	f.Merge = throughput(in.OutputBytes, in.Merge.Seconds())
 	f.CopyInput = throughput(in.InputBytes, in.CopyInputSeconds)
 	f.CopyOutput = throughput(in.OutputBytes, in.CopyOutputSeconds)
 	f.PlanVsCopy = ratio(f.Plan.MBPerSecond, f.CopyInput.MBPerSecond)

@@ -36,7 +36,8 @@ func TestComputeEfficiencySpreadAndOverhead(t *testing.T) {
 			// 200 ms: 10, 90, 100, 0.
 			{Index: 2, Engine: "w/0", ActivityStarted: at(5.1), Started: at(5.11), EngineStart: at(5.2), EngineEnd: at(9.9), Finished: at(10), ActivityClosed: at(10)},
 		},
-		PlanSeconds: 0.5, MergeSeconds: 0.25, InputBytes: 10_000_000, OutputBytes: 2_000_000,
+		Plan: Window{Start: at(-0.8), End: at(-0.3)}, Merge: Window{Start: at(10.2), End: at(10.45)},
+		InputBytes: 10_000_000, OutputBytes: 2_000_000,
 		CopyInputSeconds: 0.2, CopyOutputSeconds: 0.5,
 	}
 	f := Compute(in)
