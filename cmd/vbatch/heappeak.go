@@ -78,15 +78,15 @@ func (a *app) logMemoryClasses(resident int64, classes []metrics.Sample) {
 // (the heap, stacks, C allocations) against file pages (the binary's code and
 // data), and the number of threads, each of which has a C stack.
 func processStatus() []zap.Field {
-	b, err := os.ReadFile("/proc/self/status")
+	names := []string{"RssAnon", "RssFile", "Threads"}
+	status, err := bench.ProcStatus(os.Getpid(), names...)
 	if err != nil {
 		return nil
 	}
 	var fields []zap.Field
-	for _, line := range strings.Split(string(b), "\n") {
-		name, value, ok := strings.Cut(line, ":")
-		if ok && (name == "RssAnon" || name == "RssFile" || name == "Threads") {
-			fields = append(fields, zap.String(name, strings.TrimSpace(value)))
+	for _, name := range names {
+		if v, ok := status[name]; ok {
+			fields = append(fields, zap.String(name, v))
 		}
 	}
 	return fields

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,20 +14,36 @@ import (
 // PeakRSS reads a live process's peak resident set (VmHWM) from /proc, in bytes.
 // It works on Linux only; elsewhere it returns an error.
 func PeakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	status, err := ProcStatus(pid, "VmHWM")
 	if err != nil {
 		return 0, err
 	}
+	v, ok := status["VmHWM"]
+	if !ok {
+		return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+	}
+	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/status: VmHWM %q: %w", pid, v, err)
+	}
+	return kb * 1024, nil
+}
+
+// ProcStatus reads the named fields of a live process's /proc/PID/status, as the
+// kernel writes them ("1234 kB"); a field the kernel does not write is absent.
+func ProcStatus(pid int, names ...string) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmHWM %q: %w", pid, v, err)
-			}
-			return kb * 1024, nil
+		name, value, ok := strings.Cut(line, ":")
+		if ok && slices.Contains(names, name) {
+			fields[name] = strings.TrimSpace(value)
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+	return fields, nil
 }
 
 // Children lists the processes whose parent is pid, from /proc/*/stat.
