@@ -178,6 +178,10 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		"--access", AccessKey, "--secret", SecretKey, "--region", Region,
 		"--port", "127.0.0.1:" + strconv.Itoa(s3Port),
 		"--quiet", // no line per request: a run makes thousands
+		// versitygw closes each connection after one request unless told
+		// otherwise; S3 keeps them open, and a run's thousands of small
+		// requests would each pay a new connection here but not there.
+		"--keep-alive",
 		"posix",
 	}
 	if !hasXattrs(filepath.Join(dir, "s3")) {

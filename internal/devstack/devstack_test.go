@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,6 +151,47 @@ func TestStackServesS3AndTemporal(t *testing.T) {
 	defer c.Close()
 	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		t.Fatalf("temporal health: %v", err)
+	}
+}
+
+// The local S3 keeps a connection open across requests, as S3 does: a run's
+// thousands of small requests must not each dial a new one here.
+func TestS3KeepsConnectionsOpen(t *testing.T) {
+	st := devstacktest.Start(t, devstack.Options{NoTemporal: true, Bucket: "conns"})
+	store, err := blob.New(context.Background(), st.BlobConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dialed, reused atomic.Int32
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(c httptrace.GotConnInfo) {
+			if c.Reused {
+				reused.Add(1)
+			} else {
+				dialed.Add(1)
+			}
+		},
+	})
+	uri := "s3://conns/runs/r1/chunks/00000/a01-p0001.jsonl"
+	for range 10 { // one request at a time: one connection serves them all
+		if err := store.Put(ctx, uri, []byte(`{"custom_id":"a"}`)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := store.Open(ctx, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, r)
+		_ = r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.List(ctx, "s3://conns/runs/r1/chunks/00000/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dialed.Load() != 1 || reused.Load() != 29 {
+		t.Errorf("30 requests one at a time: %d connections dialed, %d reused; want 1 and 29", dialed.Load(), reused.Load())
 	}
 }
 
