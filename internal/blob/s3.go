@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"syscall"
@@ -34,6 +35,13 @@ const (
 	// aborted write; it runs on a fresh context so a cancelled caller still
 	// leaves no half-finished upload behind.
 	abortTimeout = 30 * time.Second
+	// idleConnsPerHost is how many connections to the S3 endpoint stay open
+	// between requests. It must cover the most requests a process sends at once
+	// (Merge: 8 chunks read ahead, each fetching up to 4 parts, beside its
+	// uploads), or each burst closes the connections above it and dials new ones:
+	// against S3 a TLS handshake each, and here a pair of goroutines each. The
+	// SDK's default is 10.
+	idleConnsPerHost = 64
 )
 
 // NewS3Client builds the S3 client that a Store from New uses, for callers
@@ -52,6 +60,7 @@ func NewS3Client(ctx context.Context, cfg Config) (*s3.Client, error) {
 		}),
 		config.WithHTTPClient(awshttp.NewBuildableClient().
 			WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+			WithTransportOptions(func(t *http.Transport) { t.MaxIdleConnsPerHost = idleConnsPerHost }).
 			WithReadTimeout(readTimeout)),
 	}
 	if cfg.Region != "" {
@@ -296,7 +305,7 @@ func putObject(ctx context.Context, client *s3.Client, bucket, key string, body 
 }
 
 // Create returns a writer that streams the object in parts (s3Writer): memory
-// stays at most PartSize*(Concurrency+1) whatever the object's size.
+// stays at most PartSize*(BackgroundParts+1) whatever the object's size.
 func (s *s3Store) Create(ctx context.Context, uri string) (Writer, error) {
 	bucket, key, err := objectKey(uri)
 	if err != nil {
