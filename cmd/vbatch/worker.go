@@ -128,8 +128,8 @@ engine per GPU before it polls, and serves the model's GPU task queue.`,
 // worker's live heap is mostly buffers that a long run keeps full from start to
 // end and a short one barely fills: the GPU worker's chunks in flight (their
 // requests and answers), the control worker's chunk buffers in Plan and its
-// read-ahead chunks and output part buffers in Merge (blob: PartSize ×
-// (Concurrency+1), 10 MiB by default). Go's default of 100 lets the heap grow to
+// read-ahead chunks and output part buffer in Merge (blob: PartSize ×
+// (BackgroundParts+1), 5 MiB by default). Go's default of 100 lets the heap grow to
 // twice that, so a long run (200,000 requests) peaked tens of MB above a short
 // one (5,000). 25 keeps the headroom at a quarter; the GCs' cost showed only with
 // engines 200× the targets' speed (2 % of a 16-core host). See

@@ -4,16 +4,16 @@ import (
 	"strings"
 )
 
-// Defaults for Config fields left zero. A writer streams in S3's smallest part,
-// one part in flight while the next fills: 10 MiB a writer, so a control worker's
-// memory hardly depends on how large an output it merges (a 9 MB one already
-// fills most of that) or on how many runs it merges at once. The price is
-// throughput: against a local server on 16 cores one part in flight moved about
-// half of what two did (docs/benchmarks.md, "The control worker's peak, flatter").
+// Defaults for Config fields left zero. A writer streams in S3's smallest part
+// and uploads each full part before it takes more bytes: one 5 MiB buffer a
+// writer, so a control worker's memory hardly depends on how large an output it
+// merges or on how many runs it merges at once. The price is throughput: against
+// a local server on 16 cores Merge moved about a sixth less than with one part
+// uploading in the background while the next filled (docs/benchmarks.md, "One
+// part buffer a writer"); its readers keep reading ahead while a part uploads.
 const (
-	DefaultRegion      = "us-east-1"
-	DefaultPartSize    = 5 << 20
-	DefaultConcurrency = 1
+	DefaultRegion   = "us-east-1"
+	DefaultPartSize = 5 << 20
 )
 
 // Config says how to reach S3. The zero value means AWS S3 with the standard
@@ -37,10 +37,11 @@ type Config struct {
 	// against lenient local servers; it allows 10,000 parts, so a streamed
 	// object is at most 10,000 × PartSize (48.8 GiB at the default).
 	PartSize int64
-	// Concurrency is the number of parts in flight per writer
-	// (DefaultConcurrency when zero). A writer holds at most
-	// PartSize*(Concurrency+1) bytes, so these two bound its memory.
-	Concurrency int
+	// BackgroundParts is how many full parts may upload while a writer takes
+	// more bytes into the next. Zero, the default, uploads each part before
+	// the writer takes more. A writer holds at most
+	// PartSize*(BackgroundParts+1) bytes, so these two bound its memory.
+	BackgroundParts int
 }
 
 // ConfigFromEnv reads the standard AWS variables and vbatch's own
@@ -74,8 +75,6 @@ func (c Config) withDefaults() Config {
 	if c.PartSize <= 0 {
 		c.PartSize = DefaultPartSize
 	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = DefaultConcurrency
-	}
+	c.BackgroundParts = max(c.BackgroundParts, 0)
 	return c
 }

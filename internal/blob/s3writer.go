@@ -21,11 +21,13 @@ const maxParts = 10_000
 // costs a buffer of its own size rather than a whole part.
 const firstBufferBytes = 64 << 10
 
-// s3Writer streams an object to S3 in parts of PartSize. Bytes fill one buffer
-// while up to Concurrency earlier parts upload from theirs; a part's buffer comes
-// back for reuse once its upload ends, so a writer never holds more than
-// Concurrency+1 buffers however large the object. Nothing is sent until a part
-// is full: an object under one part goes up as a single PutObject on Close.
+// s3Writer streams an object to S3 in parts of PartSize. By default a full part
+// uploads before the writer takes more bytes, into the same buffer; with
+// BackgroundParts, bytes fill one buffer while up to that many earlier parts
+// upload from theirs. A part's buffer comes back for reuse once its upload ends,
+// so a writer never holds more than BackgroundParts+1 buffers however large the
+// object. Nothing is sent until a part is full: an object under one part goes up
+// as a single PutObject on Close.
 //
 // The SDK's transfer manager was used here before. It reads from an io.Reader
 // (a writer has to be piped into it), reads each object's first part with
@@ -40,7 +42,7 @@ type s3Writer struct {
 	bucket   string
 	key      string
 	partSize int
-	buffers  int // most buffers the writer may hold: Concurrency+1
+	buffers  int // most buffers the writer may hold: BackgroundParts+1
 
 	buf       []byte      // the part being filled
 	allocated int         // buffers made so far
@@ -52,7 +54,7 @@ type s3Writer struct {
 
 	ctx      context.Context // Create's
 	uploadID *string         // nil until the first part is sent
-	uploads  *errgroup.Group // one per part in flight, at most Concurrency
+	uploads  *errgroup.Group // one per part uploading in the background, at most BackgroundParts
 	failed   context.Context // done when an upload failed or ctx ended
 	stop     context.CancelFunc
 
@@ -61,7 +63,7 @@ type s3Writer struct {
 }
 
 func (s *s3Store) newWriter(ctx context.Context, uri, bucket, key string) *s3Writer {
-	buffers := s.cfg.Concurrency + 1
+	buffers := s.cfg.BackgroundParts + 1
 	return &s3Writer{
 		client: s.client, uri: uri, bucket: bucket, key: key,
 		partSize: int(s.cfg.PartSize), buffers: buffers,
@@ -125,11 +127,16 @@ func (w *s3Writer) nextBuffer() []byte {
 	return <-w.spare
 }
 
-// sendPart starts the upload of the full buffer in the background; it waits
-// while Concurrency parts are in flight.
+// sendPart uploads the full buffer: now, or in the background when the writer
+// has buffers for that, waiting while BackgroundParts parts are uploading.
 func (w *s3Writer) sendPart() error {
 	number, part, err := w.takePart()
 	if err != nil {
+		return err
+	}
+	if w.buffers == 1 {
+		err := w.uploadPart(number, part)
+		w.buf = part[:0] // the next part fills the same buffer
 		return err
 	}
 	w.uploads.Go(func() error {
@@ -236,8 +243,8 @@ func (w *s3Writer) complete() error {
 	defer w.stop()
 	var err error
 	if len(w.buf) > 0 {
-		// The last part goes up from here, beside the part still in flight: it
-		// needs no buffer but its own, and the object is done a part sooner.
+		// The last part goes up from here, beside any part still uploading in
+		// the background: it needs no buffer but its own.
 		var number int32
 		var part []byte
 		if number, part, err = w.takePart(); err == nil {
