@@ -10,9 +10,11 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
@@ -50,8 +52,10 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 	defer stopReading()
 	lastBeat := time.Now()
 	written := make(chan []byte, mergeReadAhead+1) // chunks' output buffers, for reuse
-	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks, written) {
+	ahead := semaphore.NewWeighted(mergeAheadBytes)
+	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks, ahead, written) {
 		chunk := <-next
+		ahead.Release(chunk.aheadBytes) // its lines are about to be copied out
 		if chunk.err != nil {
 			return MergeResult{}, chunk.err
 		}
@@ -125,12 +129,28 @@ func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model s
 	return m, m.advancePlanErr()
 }
 
-// mergeReadAhead is how many chunks Merge reads while it writes the one before
-// them: each chunk costs S3 round trips (list its folder, get its parts) and the
-// CPU of decoding its answers and building its lines, which these chunks' readers
-// spend on as many cores, leaving the writer only bytes to copy. Memory stays
-// bounded by those chunks' answers and lines, whatever the run's size.
-var mergeReadAhead = min(max(runtime.GOMAXPROCS(0), 4), 8)
+// Merge reads chunks while it writes the one before them: each chunk costs S3
+// round trips (list its folder, get its parts) and the CPU of decoding its
+// answers and building its lines, which the readers spend on as many cores,
+// leaving the writer only bytes to copy. Two bounds keep the read-ahead's memory
+// independent of the run's size:
+//   - mergeReadAhead chunks at most, read or being read, one reader each;
+//   - mergeAheadBytes of their output lines, as estimated from the chunks read
+//     so far, so that a run of large chunks reads fewer ahead than one of the
+//     small chunks at a run's end.
+//
+// The reads go on while the writer waits for a part to upload, so the more of a
+// part is ready when the upload ends, the sooner the next one fills.
+var mergeReadAhead = min(max(runtime.GOMAXPROCS(0), 4), 16)
+
+// mergeAheadBytes is 9 or 10 full chunks of the seed workload's lines (256
+// requests of about 1.7 KB), close to the 8 a long run read ahead before the
+// read-ahead was counted in bytes; the small chunks that end a run fit 16.
+const mergeAheadBytes = 4 << 20
+
+// mergeLineGuess is the bytes of a request's output line assumed until a chunk
+// has been read: about the seed workload's.
+const mergeLineGuess = 2 << 10
 
 // mergeChunk is one chunk read for Merge and ready to write: the output lines of
 // its answered requests, and its requests without an answer.
@@ -143,6 +163,7 @@ type mergeChunk struct {
 	completion int64
 	cache      report.CacheUse // every answer's hit or miss; used for a run with a cache
 	err        error
+	aheadBytes int64 // its share of mergeAheadBytes, held until the writer takes it
 }
 
 // unanswered is a request without an answer (err nil) or whose answer is an error.
@@ -151,20 +172,29 @@ type unanswered struct {
 	err *engine.RequestError
 }
 
-// readAhead reads the chunks, up to mergeReadAhead at once, and hands them over in
-// plan order, each through its own channel; it builds their output lines in the
-// buffers that come back through written, when there are any. Cancelling ctx
-// stops it.
+// readAhead reads the chunks, within mergeReadAhead and mergeAheadBytes, and
+// hands them over in plan order, each through its own channel; it builds their
+// output lines in the buffers that come back through written, when there are
+// any. The receiver gives a chunk's aheadBytes back to ahead as it takes the
+// chunk. Cancelling ctx stops it.
 func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model string, chunks []run.ChunkPlan,
-	written <-chan []byte) <-chan chan mergeChunk {
-	queue := make(chan chan mergeChunk, mergeReadAhead)
+	ahead *semaphore.Weighted, written <-chan []byte) <-chan chan mergeChunk {
+	// The queue's chunks and the one the receiver waits for: mergeReadAhead.
+	queue := make(chan chan mergeChunk, mergeReadAhead-1)
+	var lineBytes atomic.Int64 // per request, in the chunk read last
+	lineBytes.Store(mergeLineGuess)
 	go func() {
 		defer close(queue)
 		for _, plan := range chunks {
+			weight := min(int64(plan.Requests)*lineBytes.Load(), mergeAheadBytes)
+			if err := ahead.Acquire(ctx, weight); err != nil {
+				return
+			}
 			next := make(chan mergeChunk, 1)
 			select {
 			case queue <- next:
 			case <-ctx.Done():
+				ahead.Release(weight)
 				return
 			}
 			var out []byte
@@ -172,7 +202,14 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model s
 			case out = <-written:
 			default:
 			}
-			go func() { next <- readMergeChunk(ctx, store, layout, model, plan, out) }()
+			go func() {
+				c := readMergeChunk(ctx, store, layout, model, plan, out)
+				if c.answered > 0 {
+					lineBytes.Store(int64(len(c.out) / c.answered))
+				}
+				c.aheadBytes = weight
+				next <- c
+			}()
 		}
 	}()
 	return queue

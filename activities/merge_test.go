@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -215,6 +216,67 @@ func TestMergeWritesEveryLineInInputOrderAsEncodingJSONWouldBytes(t *testing.T) 
 		outBytes += int64(len(l)) + 1
 	}
 	assert.Equal(t, outBytes, res.OutputBytes)
+}
+
+// Merge reads ahead within mergeAheadBytes of output lines: chunks whose lines
+// alone fill that are read one at a time, however many readers there could be,
+// while small chunks are read several at once. Every answer is written either way.
+func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		chunks, perChunk int
+		text             int // bytes of each answer's text
+		atLeast, atMost  int32
+	}{
+		// 2,100 lines of about 3 KB: each chunk is over the budget, and so is the
+		// guess made before the first one is read.
+		{"chunks over the budget", 4, 2100, 2500, 1, 1},
+		{"small chunks", 24, 10, 100, 2, int32(mergeReadAhead)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := blob.New(context.Background(), blob.Config{})
+			require.NoError(t, err)
+			reads := &concurrentLists{Store: store}
+			f := newMergeFixture(t, reads, "file://"+filepath.ToSlash(t.TempDir()))
+			text := strings.Repeat("x", tc.text)
+			line := 1
+			for range tc.chunks {
+				reqs := make([]batchfile.Request, tc.perChunk)
+				answers := make([]run.Answer, tc.perChunk)
+				for i := range reqs {
+					reqs[i] = batchfile.Request{CustomID: fmt.Sprintf("r%d", line), Line: line, Kind: batchfile.KindChat}
+					answers[i] = run.Answer{CustomID: reqs[i].CustomID, Line: line, Kind: batchfile.KindChat, Text: text, Attempt: 1}
+					line++
+				}
+				f.chunk(t, reqs, answers)
+			}
+			f.finishPlan(t, nil)
+
+			res := f.merge(t, MergeInput{})
+			assert.Equal(t, tc.chunks*tc.perChunk, res.Answered)
+			assert.Len(t, f.lines(t, f.layout.Output()), tc.chunks*tc.perChunk)
+			most := reads.most.Load()
+			assert.True(t, most >= tc.atLeast && most <= tc.atMost,
+				"%d chunks read at once at most; want %d to %d", most, tc.atLeast, tc.atMost)
+		})
+	}
+}
+
+// concurrentLists counts the chunk folders being listed at once: Merge lists a
+// chunk's folder first when it reads it, and each listing lasts a while here so
+// that reads which overlap are seen to.
+type concurrentLists struct {
+	blob.Store
+	now, most atomic.Int32
+}
+
+func (s *concurrentLists) List(ctx context.Context, prefix string) ([]blob.Info, error) {
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	time.Sleep(20 * time.Millisecond)
+	return s.Store.List(ctx, prefix)
 }
 
 // BenchmarkMerge merges 20,000 synthetic answers (≈ 1.2 kB of text each) across 80
