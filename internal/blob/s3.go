@@ -36,9 +36,9 @@ const (
 	// leaves no half-finished upload behind.
 	abortTimeout = 30 * time.Second
 	// idleConnsPerHost is how many connections to the S3 endpoint stay open
-	// between requests. It must cover the most requests a process sends at once
-	// (Merge: 8 chunks read ahead, each fetching up to 4 parts, beside its
-	// uploads), or each burst closes the connections above it and dials new ones:
+	// between requests. It should cover the most requests a process sends at
+	// once (Merge: up to 16 chunks read at once, each fetching up to 4 parts),
+	// or each burst closes the connections above it and dials new ones:
 	// against S3 a TLS handshake each, and here a pair of goroutines each. The
 	// SDK's default is 10.
 	idleConnsPerHost = 64
