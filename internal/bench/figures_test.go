@@ -129,7 +129,6 @@ func TestPeakRSSOfThisProcess(t *testing.T) {
 	}
 }
 
-// Children finds a process this test started.
 // A peak counts as reached at the first rise that came within a MiB of its final
 // value: a page or two touched later does not move it.
 func TestPeakReachedAtTheRiseThatMadeIt(t *testing.T) {
@@ -177,6 +176,7 @@ func TestWatcherSeesThePeakGrow(t *testing.T) {
 	}
 }
 
+// Children finds a process this test started.
 func TestChildrenFindsAChild(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc here")
