@@ -33,7 +33,11 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	if temporal.Namespace == "" {
 		temporal.Namespace = client.DefaultNamespace
 	}
-	c := config{Temporal: temporal, Blob: blob.ConfigFromEnv(getenv), Bucket: getenv("VBATCH_BUCKET")}
+	blobConfig, err := blob.ConfigFromEnv(getenv)
+	if err != nil {
+		return config{}, err
+	}
+	c := config{Temporal: temporal, Blob: blobConfig, Bucket: getenv("VBATCH_BUCKET")}
 	if c.Bucket == "" {
 		c.Bucket = "vbatch"
 	}

@@ -1,6 +1,8 @@
 package blob
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -38,16 +40,16 @@ type Config struct {
 	// object is at most 10,000 × PartSize (48.8 GiB at the default).
 	PartSize int64
 	// BackgroundParts is how many full parts may upload while a writer takes
-	// more bytes into the next. Zero, the default, uploads each part before
-	// the writer takes more. A writer holds at most
+	// more bytes into the next (VBATCH_S3_BACKGROUND_PARTS). Zero, the default,
+	// uploads each part before the writer takes more. A writer holds at most
 	// PartSize*(BackgroundParts+1) bytes, so these two bound its memory.
 	BackgroundParts int
 }
 
 // ConfigFromEnv reads the standard AWS variables and vbatch's own
-// VBATCH_S3_PATH_STYLE. It is meant to be called once, in cmd/; deeper code
-// receives the Config.
-func ConfigFromEnv(getenv func(string) string) Config {
+// VBATCH_S3_PATH_STYLE and VBATCH_S3_BACKGROUND_PARTS. It is meant to be called
+// once, in cmd/; deeper code receives the Config.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		Region:      getenv("AWS_REGION"),
 		EndpointURL: getenv("AWS_ENDPOINT_URL_S3"),
@@ -68,7 +70,14 @@ func ConfigFromEnv(getenv func(string) string) Config {
 	case "false", "0", "no":
 		cfg.PathStyle = false
 	}
-	return cfg
+	if v := strings.TrimSpace(getenv("VBATCH_S3_BACKGROUND_PARTS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return Config{}, fmt.Errorf("VBATCH_S3_BACKGROUND_PARTS=%q: want a whole number of parts, 0 or more", v)
+		}
+		cfg.BackgroundParts = n
+	}
+	return cfg, nil
 }
 
 func (c Config) withDefaults() Config {

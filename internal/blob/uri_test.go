@@ -76,11 +76,20 @@ func TestConfigFromEnv(t *testing.T) {
 		{"path style off", map[string]string{"AWS_ENDPOINT_URL_S3": "http://minio:9000", "VBATCH_S3_PATH_STYLE": "false"},
 			blob.Config{EndpointURL: "http://minio:9000"}},
 		{"path style on without endpoint", map[string]string{"VBATCH_S3_PATH_STYLE": "true"}, blob.Config{PathStyle: true}},
+		{"a part uploading in the background", map[string]string{"VBATCH_S3_BACKGROUND_PARTS": "1"}, blob.Config{BackgroundParts: 1}},
 	}
 	for _, c := range cases {
-		got := blob.ConfigFromEnv(func(k string) string { return c.env[k] })
-		if got != c.want {
-			t.Errorf("%s: ConfigFromEnv = %+v, want %+v", c.name, got, c.want)
+		got, err := blob.ConfigFromEnv(func(k string) string { return c.env[k] })
+		if err != nil || got != c.want {
+			t.Errorf("%s: ConfigFromEnv = %+v, %v; want %+v", c.name, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"-1", "two"} {
+		_, err := blob.ConfigFromEnv(func(k string) string {
+			return map[string]string{"VBATCH_S3_BACKGROUND_PARTS": bad}[k]
+		})
+		if err == nil || !strings.Contains(err.Error(), "VBATCH_S3_BACKGROUND_PARTS") {
+			t.Errorf("VBATCH_S3_BACKGROUND_PARTS=%s: err = %v, want one naming the variable", bad, err)
 		}
 	}
 }

@@ -132,7 +132,10 @@ func TestStackServesS3AndTemporal(t *testing.T) {
 	}
 
 	// The config read back from that environment reaches the bucket.
-	cfg := blob.ConfigFromEnv(func(k string) string { return env[k] })
+	cfg, err := blob.ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg.AccessKey, cfg.SecretKey = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
 	store, err := blob.New(ctx, cfg)
 	if err != nil {
