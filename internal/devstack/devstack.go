@@ -165,18 +165,70 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}()
 
-	s3Port, err := FreePort()
+	var s3Client *s3.Client
+	st.S3, err = startOnFreshPorts(ctx, opts.Logger, func() (*Server, error) {
+		s3Port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		st.S3Endpoint = "http://127.0.0.1:" + strconv.Itoa(s3Port)
+		if s3Client, err = blob.NewS3Client(ctx, st.BlobConfig()); err != nil {
+			return nil, err
+		}
+		return s3Server(opts, dir, s3Port, s3Client)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
-	st.S3Endpoint = "http://127.0.0.1:" + strconv.Itoa(s3Port)
-	s3Client, err := blob.NewS3Client(ctx, st.BlobConfig())
+	if err := ensureBucket(ctx, s3Client, st.Bucket); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+
+	if opts.NoTemporal {
+		return st, nil
+	}
+	st.Temporal, err = startOnFreshPorts(ctx, opts.Logger, func() (*Server, error) {
+		return temporalServer(opts, dir, st)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
-	s3Args := []string{
+	return st, nil
+}
+
+// startTries is how many times a server that dies before it answers is
+// started, on fresh ports each time. Between FreePort and the server's bind
+// another process can take the port, and the Temporal dev server picks more
+// ports of its own the same way: it died once in some forty bench starts on a
+// 16-core host, panicking while it set its services up, which is where it
+// binds them.
+const startTries = 3
+
+// startOnFreshPorts builds a server (choosing its ports) and starts it, again
+// with new ports when it exits before it answers.
+func startOnFreshPorts(ctx context.Context, log *zap.Logger, build func() (*Server, error)) (*Server, error) {
+	for try := 1; ; try++ {
+		srv, err := build()
+		if err != nil {
+			return nil, err
+		}
+		err = srv.Start(ctx)
+		if err == nil {
+			return srv, nil
+		}
+		if !errors.Is(err, errExitedEarly) || try == startTries {
+			return nil, err
+		}
+		log.Warn("server exited before answering; starting it again on fresh ports",
+			zap.String("server", srv.name), zap.Int("try", try), zap.Error(err))
+	}
+}
+
+// s3Server is versitygw serving dir/s3 on port.
+func s3Server(opts Options, dir string, port int, client *s3.Client) (*Server, error) {
+	args := []string{
 		"--access", AccessKey, "--secret", SecretKey, "--region", Region,
-		"--port", "127.0.0.1:" + strconv.Itoa(s3Port),
+		"--port", "127.0.0.1:" + strconv.Itoa(port),
 		"--quiet", // no line per request: a run makes thousands
 		// versitygw closes each connection after one request unless told
 		// otherwise; S3 keeps them open, and a run's thousands of small
@@ -189,44 +241,39 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		// default; where the file system has none, a sidecar folder does it.
 		meta := filepath.Join(dir, "s3meta")
 		if err := os.MkdirAll(meta, 0o755); err != nil {
-			return nil, fmt.Errorf("devstack: %w", err)
+			return nil, err
 		}
-		s3Args = append(s3Args, "--sidecar", meta)
+		args = append(args, "--sidecar", meta)
 	}
-	s3Args = append(s3Args, filepath.Join(dir, "s3"))
-	st.S3 = &Server{
+	args = append(args, filepath.Join(dir, "s3"))
+	return &Server{
 		name:    "versitygw",
 		bin:     filepath.Join(opts.BinDir, versitygwBin),
-		args:    s3Args,
-		addr:    st.S3Endpoint,
+		args:    args,
+		addr:    "http://127.0.0.1:" + strconv.Itoa(port),
 		logPath: filepath.Join(dir, "logs", "s3.log"),
 		logger:  opts.Logger,
 		ready: func(ctx context.Context) error {
 			// One attempt per poll: the client's retries would only slow
 			// the polling loop down.
-			_, err := s3Client.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+			_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
 			return err
 		},
-	}
-	if err := st.S3.Start(ctx); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
-	}
-	if err := ensureBucket(ctx, s3Client, st.Bucket); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
-	}
+	}, nil
+}
 
-	if opts.NoTemporal {
-		return st, nil
-	}
-	tPort, err := FreePort()
+// temporalServer is the Temporal dev server on fresh ports, its state in
+// dir/temporal.db; it sets st's Temporal and UI addresses.
+func temporalServer(opts Options, dir string, st *Stack) (*Server, error) {
+	port, err := FreePort()
 	if err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
+		return nil, err
 	}
-	st.TemporalAddress = "127.0.0.1:" + strconv.Itoa(tPort)
+	st.TemporalAddress = "127.0.0.1:" + strconv.Itoa(port)
 	args := []string{
 		"server", "start-dev",
 		"--ip", "127.0.0.1",
-		"--port", strconv.Itoa(tPort),
+		"--port", strconv.Itoa(port),
 		"--db-filename", filepath.Join(dir, "temporal.db"),
 		"--log-level", "warn",
 		// One partition per task queue. With the default four, a chunk's task
@@ -242,26 +289,23 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	} else {
 		uiPort, err := FreePort()
 		if err != nil {
-			return nil, fmt.Errorf("devstack: %w", err)
+			return nil, err
 		}
 		args = append(args, "--ui-port", strconv.Itoa(uiPort))
 		st.UIAddress = "http://127.0.0.1:" + strconv.Itoa(uiPort)
 	}
-	st.Temporal = &Server{
+	address := st.TemporalAddress
+	return &Server{
 		name:    "temporal",
 		bin:     filepath.Join(opts.BinDir, temporalBin),
 		args:    args,
-		addr:    st.TemporalAddress,
+		addr:    address,
 		logPath: filepath.Join(dir, "logs", "temporal.log"),
 		logger:  opts.Logger,
 		ready: func(ctx context.Context) error {
-			return temporalReady(ctx, st.TemporalAddress, st.Namespace)
+			return temporalReady(ctx, address, st.Namespace)
 		},
-	}
-	if err := st.Temporal.Start(ctx); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
-	}
-	return st, nil
+	}, nil
 }
 
 // temporalReady succeeds once the frontend answers a health check and the

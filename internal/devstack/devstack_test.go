@@ -50,29 +50,87 @@ func TestFindBinDirHonoursEnvAndNamesTheFix(t *testing.T) {
 }
 
 func TestStartFailureQuotesTheServerLog(t *testing.T) {
-	// A "server" that prints a complaint and exits stands in for a broken
-	// binary: the error must carry its words.
+	// A "server" that panics and exits stands in for a broken binary: the
+	// error must carry the panic's words, though its stack trace is longer
+	// than the tail quoted, and say it was started startTries times.
 	bin := t.TempDir()
-	script := "#!/bin/sh\necho \"fatal: cannot open state folder\" >&2\nexit 3\n"
+	script := "#!/bin/sh\necho \"panic: cannot open state folder\" >&2\n" +
+		"i=0; while [ $i -lt 100 ]; do echo \"\tgithub.com/some/server.frame$i(0xc000123456)\" >&2; i=$((i+1)); done\nexit 3\n"
 	for _, name := range []string{"temporal", "versitygw"} {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	dir := t.TempDir()
 	start := time.Now()
-	_, err := devstack.Start(context.Background(), devstack.Options{Dir: t.TempDir(), BinDir: bin, Headless: true})
+	_, err := devstack.Start(context.Background(), devstack.Options{Dir: dir, BinDir: bin, Headless: true})
 	if err == nil {
 		t.Fatal("Start with a server that exits: no error")
 	}
-	for _, want := range []string{"versitygw", "exited before answering", "fatal: cannot open state folder", "s3.log"} {
+	for _, want := range []string{"versitygw", "exited before answering", "panic: cannot open state folder", "frame99", "s3.log"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
 	t.Logf("start error: %v", err)
 	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("Start took %s to notice the exit", d)
+		t.Errorf("Start took %s to notice the exits", d)
 	}
+	if starts := countStarts(t, filepath.Join(dir, "logs", "s3.log")); starts != 3 {
+		t.Errorf("versitygw was started %d times, want 3", starts)
+	}
+}
+
+// A server that dies before it answers, as the Temporal dev server does when
+// another process took one of its ports first, is started again on fresh
+// ports, and the stack works.
+func TestStartTriesAgainWhenAServerDiesAtStart(t *testing.T) {
+	real := devstacktest.BinDir(t)
+	bin := t.TempDir()
+	if err := os.Symlink(filepath.Join(real, "versitygw"), filepath.Join(bin, "versitygw")); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nif [ ! -e \"$0.died\" ]; then touch \"$0.died\"\n" +
+		"echo \"panic: listen tcp 127.0.0.1:7235: bind: address already in use\" >&2; exit 2; fi\n" +
+		"exec " + filepath.Join(real, "temporal") + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "temporal"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Options{Dir: dir, BinDir: bin, Headless: true})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { st.Stop() })
+	if starts := countStarts(t, filepath.Join(dir, "logs", "temporal.log")); starts != 2 {
+		t.Errorf("temporal was started %d times, want 2", starts)
+	}
+	c, err := client.Dial(client.Options{HostPort: st.TemporalAddress, Namespace: st.Namespace})
+	if err != nil {
+		t.Fatalf("dial the restarted Temporal: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		t.Errorf("the restarted Temporal at %s: %v", st.TemporalAddress, err)
+	}
+}
+
+// countStarts counts the starts noted in a server's log.
+func countStarts(t *testing.T, log string) int {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		if strings.HasPrefix(line, "=== ") {
+			n++
+		}
+	}
+	return n
 }
 
 func parseEnvFile(t *testing.T, path string) map[string]string {

@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -92,6 +93,9 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// errExitedEarly is a start's error when the process ended before it answered.
+var errExitedEarly = errors.New("exited before answering")
+
 func (s *Server) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
@@ -99,7 +103,7 @@ func (s *Server) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	for {
 		select {
 		case <-exited:
-			return errors.New("exited before answering")
+			return errExitedEarly
 		default:
 		}
 		attemptCtx, attemptCancel := context.WithTimeout(ctx, 5*time.Second)
@@ -110,7 +114,7 @@ func (s *Server) waitReady(ctx context.Context, exited <-chan struct{}) error {
 		}
 		select {
 		case <-exited:
-			return errors.New("exited before answering")
+			return errExitedEarly
 		case <-ctx.Done():
 			return fmt.Errorf("no answer at %s within %s: %w", s.addr, readyTimeout, last)
 		case <-time.After(200 * time.Millisecond):
@@ -156,7 +160,10 @@ func (s *Server) stopLocked() error {
 	return nil
 }
 
-// tailFrom returns the last lines of a log written since offset.
+// tailFrom returns the last lines of a log written since offset. When the
+// process panicked (Go servers do when a port is taken), the panic's first line
+// comes before them even if its stack trace pushed it out of the tail: that
+// line says what went wrong, the trace only where.
 func tailFrom(path string, offset int64) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -177,5 +184,24 @@ func tailFrom(path string, offset int64) string {
 			buf = buf[i+1:]
 		}
 	}
-	return strings.TrimRight(string(buf), "\n")
+	tail := strings.TrimRight(string(buf), "\n")
+	if start > offset {
+		if cause := panicLine(io.NewSectionReader(f, offset, start-offset)); cause != "" {
+			return cause + "\n[...]\n" + tail
+		}
+	}
+	return tail
+}
+
+// panicLine is the first "panic: " or "fatal error: " line Go's runtime wrote
+// to log, or "".
+func panicLine(log io.Reader) string {
+	sc := bufio.NewScanner(log)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+			return line
+		}
+	}
+	return ""
 }
