@@ -32,7 +32,11 @@ const (
 	DefaultTemperature       = 0.7
 	DefaultTopP              = 0.9
 	DefaultMaxTokens         = 2000
-	DefaultCheckpointEvery   = 64
+	// DefaultCheckpointEvery is a default chunk: a chunk is one part of answers
+	// unless it runs past DefaultCheckpointSeconds, which is what bounds the work
+	// a lost worker costs. Every part is an S3 write for the GPU worker and a read
+	// for Merge; at 64 a fast engine's chunk was four.
+	DefaultCheckpointEvery   = DefaultChunkSize
 	DefaultCheckpointSeconds = 10
 	DefaultHeartbeatTimeout  = 2 * time.Minute
 	// DefaultContinueAsNewEvery keeps one execution's history to a few thousand
@@ -88,7 +92,7 @@ type BatchInput struct {
 	// MaxLineBytes is the longest accepted input line (default 1 MiB).
 	MaxLineBytes int `json:"max_line_bytes,omitempty"`
 	// CheckpointEvery and CheckpointSeconds: a chunk writes its answers to S3 every N
-	// answers or T seconds, whichever comes first (defaults 64 and 10).
+	// answers or T seconds, whichever comes first (defaults 256 and 10).
 	CheckpointEvery   int `json:"checkpoint_every,omitempty"`
 	CheckpointSeconds int `json:"checkpoint_seconds,omitempty"`
 	// HeartbeatTimeoutSeconds is how long a chunk may go without a heartbeat before it is retried (default 120).
