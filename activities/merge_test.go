@@ -218,9 +218,28 @@ func TestMergeWritesEveryLineInInputOrderAsEncodingJSONWouldBytes(t *testing.T) 
 	assert.Equal(t, outBytes, res.OutputBytes)
 }
 
+// answeredChunks writes chunks of perChunk requests, each answered with text bytes.
+func (f *mergeFixture) answeredChunks(t testing.TB, chunks, perChunk, text int) {
+	t.Helper()
+	body := strings.Repeat("x", text)
+	line := 1
+	for range chunks {
+		reqs := make([]batchfile.Request, perChunk)
+		answers := make([]run.Answer, perChunk)
+		for i := range reqs {
+			reqs[i] = batchfile.Request{CustomID: fmt.Sprintf("r%d", line), Line: line, Kind: batchfile.KindChat}
+			answers[i] = run.Answer{CustomID: reqs[i].CustomID, Line: line, Kind: batchfile.KindChat, Text: body, Attempt: 1}
+			line++
+		}
+		f.chunk(t, reqs, answers)
+	}
+	f.finishPlan(t, nil)
+}
+
 // Merge reads ahead within mergeAheadBytes of output lines: chunks whose lines
 // alone fill that are read one at a time, however many readers there could be,
-// while small chunks are read several at once. Every answer is written either way.
+// while small chunks are read several at once, never more than mergeReaders.
+// Every answer is written either way.
 func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
@@ -228,29 +247,17 @@ func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
 		text             int // bytes of each answer's text
 		atLeast, atMost  int32
 	}{
-		// 2,100 lines of about 3 KB: each chunk is over the budget, and so is the
-		// guess made before the first one is read.
-		{"chunks over the budget", 4, 2100, 2500, 1, 1},
-		{"small chunks", 24, 10, 100, 2, int32(mergeReadAhead)},
+		// 2,100 lines of about 4 KB: each chunk is over the budget, and so are
+		// two of the guess made before the first one is read.
+		{"chunks over the budget", 4, 2100, 3500, 1, 1},
+		{"small chunks", 24, 10, 100, 2, int32(mergeReaders)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store, err := blob.New(context.Background(), blob.Config{})
 			require.NoError(t, err)
 			reads := &concurrentLists{Store: store}
 			f := newMergeFixture(t, reads, "file://"+filepath.ToSlash(t.TempDir()))
-			text := strings.Repeat("x", tc.text)
-			line := 1
-			for range tc.chunks {
-				reqs := make([]batchfile.Request, tc.perChunk)
-				answers := make([]run.Answer, tc.perChunk)
-				for i := range reqs {
-					reqs[i] = batchfile.Request{CustomID: fmt.Sprintf("r%d", line), Line: line, Kind: batchfile.KindChat}
-					answers[i] = run.Answer{CustomID: reqs[i].CustomID, Line: line, Kind: batchfile.KindChat, Text: text, Attempt: 1}
-					line++
-				}
-				f.chunk(t, reqs, answers)
-			}
-			f.finishPlan(t, nil)
+			f.answeredChunks(t, tc.chunks, tc.perChunk, tc.text)
 
 			res := f.merge(t, MergeInput{})
 			assert.Equal(t, tc.chunks*tc.perChunk, res.Answered)
@@ -277,6 +284,73 @@ func (s *concurrentLists) List(ctx context.Context, prefix string) ([]blob.Info,
 	}
 	time.Sleep(20 * time.Millisecond)
 	return s.Store.List(ctx, prefix)
+}
+
+// While the output waits on storage (a part uploading), Merge goes on reading
+// small chunks past its readers, up to mergeHeldChunks, so that the next part is
+// ready when the upload ends; then it writes every answer.
+func TestMergeReadsAheadWhileTheOutputWaits(t *testing.T) {
+	store, err := blob.New(context.Background(), blob.Config{})
+	require.NoError(t, err)
+	stalled := &stalledOutput{Store: store, release: make(chan struct{})}
+	f := newMergeFixture(t, stalled, "file://"+filepath.ToSlash(t.TempDir()))
+	// 20 KB of lines a chunk: about 13 fill Merge's 256 KiB write buffer, and the
+	// write after them stalls; mergeAheadBytes would hold about 300.
+	const chunks, perChunk = 150, 10
+	f.answeredChunks(t, chunks, perChunk, 2000)
+
+	done := make(chan MergeResult)
+	go func() { done <- f.merge(t, MergeInput{}) }()
+	var listed int32
+	for settled := 0; settled < 10; {
+		time.Sleep(20 * time.Millisecond)
+		if n := stalled.listed.Load(); n == listed {
+			settled++
+		} else {
+			listed, settled = n, 0
+		}
+	}
+	require.True(t, stalled.stalled.Load(), "the output was never written to")
+	assert.GreaterOrEqual(t, listed, int32(mergeHeldChunks),
+		"chunks read while the output waited: want the reads to go on past the %d readers to mergeHeldChunks", mergeReaders)
+	assert.LessOrEqual(t, listed, int32(mergeHeldChunks+20), "chunks read while the output waited")
+	close(stalled.release)
+	res := <-done
+	assert.Equal(t, chunks*perChunk, res.Answered)
+	assert.Len(t, f.lines(t, f.layout.Output()), chunks*perChunk)
+}
+
+// stalledOutput counts chunk folders listed, and holds output.jsonl's first write
+// until release is closed.
+type stalledOutput struct {
+	blob.Store
+	listed  atomic.Int32
+	stalled atomic.Bool
+	release chan struct{}
+}
+
+func (s *stalledOutput) List(ctx context.Context, prefix string) ([]blob.Info, error) {
+	s.listed.Add(1)
+	return s.Store.List(ctx, prefix)
+}
+
+func (s *stalledOutput) Create(ctx context.Context, uri string) (blob.Writer, error) {
+	w, err := s.Store.Create(ctx, uri)
+	if err != nil || !strings.HasSuffix(uri, "/output.jsonl") {
+		return w, err
+	}
+	return &stalledWriter{Writer: w, s: s}, nil
+}
+
+type stalledWriter struct {
+	blob.Writer
+	s *stalledOutput
+}
+
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.s.stalled.Store(true)
+	<-w.s.release
+	return w.Writer.Write(p)
 }
 
 // BenchmarkMerge merges 20,000 synthetic answers (≈ 1.2 kB of text each) across 80
