@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
 	"github.com/vbatch/vbatch/internal/blob"
@@ -61,6 +62,7 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	// Not cancelled with ctx: uploadFailed ends only when an upload fails.
 	p.uploads, p.uploadFailed = errgroup.WithContext(context.WithoutCancel(ctx))
 	p.uploads.SetLimit(chunkUploads)
+	p.uploadBytes = semaphore.NewWeighted(chunkUploadBytes)
 	p.free = make(chan []byte, chunkUploads+1)
 	defer p.abort()
 	if p.errs, err = c.Store.Create(ctx, in.Run.PlanErrors()); err != nil {
@@ -117,13 +119,19 @@ func (c *Control) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	return res, nil
 }
 
-// chunkUploads is how many chunk objects may still be uploading while the next
-// one is built. Storing a chunk is a round trip to the store (its PutObject) that
-// Plan used to wait for chunk after chunk, with every core idle. A chunk is built
-// in memory and put from there; the uploads and the chunk being built take their
-// buffers from a pool of chunkUploads+1, so a long Plan reuses the same few
-// instead of allocating each chunk's bytes anew.
-const chunkUploads = 2
+// Storing a chunk is a round trip to the store (its PutObject) that Plan used to
+// wait for chunk after chunk, with every core idle. A chunk is built in memory and
+// put from there while the next ones are built: up to chunkUploads at once, within
+// chunkUploadBytes of them. The bytes keep a long run's chunks of the seed
+// workload (about 1.2 MB each) to two uploads at once; a million tiny requests'
+// chunks (85 KB) go sixteen at a time, where two left Plan at a third of a plain
+// copy's speed, bound by the round trips. The uploads and the chunk being built
+// take their buffers from a pool, so a long Plan reuses as many as were ever in
+// use at once instead of allocating each chunk's bytes anew.
+const (
+	chunkUploads     = 16
+	chunkUploadBytes = 5 << 19 // 2.5 MiB
+)
 
 // planner builds chunk objects one after another and stores them in the
 // background, up to chunkUploads at once.
@@ -141,10 +149,11 @@ type planner struct {
 	errs    blob.Writer
 	errsBuf *bufio.Writer
 
-	// uploads stores chunk objects, up to chunkUploads at once; uploadFailed ends
-	// when one fails, and uploads.Wait says which. Their buffers come back
-	// through free.
+	// uploads stores chunk objects, up to chunkUploads at once and within
+	// uploadBytes; uploadFailed ends when one fails, and uploads.Wait says which.
+	// Their buffers come back through free.
 	uploads      *errgroup.Group
+	uploadBytes  *semaphore.Weighted
 	uploadFailed context.Context
 	free         chan []byte
 }
@@ -170,7 +179,7 @@ func (p *planner) add(req batchfile.Request, encoded []byte, offset int64) error
 }
 
 // freeBuffer is an empty buffer for the next chunk: one an upload gave back, or a
-// new one while fewer than chunkUploads+1 exist.
+// new one.
 func (p *planner) freeBuffer() []byte {
 	select {
 	case b := <-p.free:
@@ -187,10 +196,15 @@ func (p *planner) closeChunk() error {
 	if p.uploadFailed.Err() != nil {
 		return p.uploads.Wait()
 	}
+	buf, idx := p.buf, p.cur.Index
+	weight := min(int64(len(buf)), chunkUploadBytes)
+	if err := p.uploadBytes.Acquire(p.uploadFailed, weight); err != nil {
+		return p.uploads.Wait()
+	}
 	// Go waits here while chunkUploads are under way, so at most
 	// chunkUploads+1 buffers ever exist and free never blocks.
-	buf, idx := p.buf, p.cur.Index
 	p.uploads.Go(func() error {
+		defer p.uploadBytes.Release(weight)
 		defer func() { p.free <- buf }()
 		if err := p.store.Put(p.ctx, p.layout.Chunk(idx), buf); err != nil {
 			return fmt.Errorf("store chunk %d: %w", idx, err)

@@ -54,6 +54,7 @@ type slowPutStore struct {
 	putting  *atomic.Int32
 	// puttingAtManifest: puts under way when the manifest was stored.
 	puttingAtManifest *atomic.Int32
+	mostPutting       *atomic.Int32 // most puts under way at once
 }
 
 func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
@@ -61,8 +62,10 @@ func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
 		s.puttingAtManifest.Store(s.putting.Load())
 		return s.Store.Put(ctx, uri, body)
 	}
-	s.putting.Add(1)
+	n := s.putting.Add(1)
 	defer s.putting.Add(-1)
+	for m := s.mostPutting.Load(); n > m && !s.mostPutting.CompareAndSwap(m, n); m = s.mostPutting.Load() {
+	}
 	time.Sleep(s.delay)
 	if uri == s.fail {
 		return errors.New("connection reset")
@@ -73,19 +76,24 @@ func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
 // planSlowStore plans n short lines in chunks of at most 10 through a
 // slowPutStore whose put of chunk failChunk fails (none when negative).
 func planSlowStore(t *testing.T, n int, failChunk int) (slowPutStore, run.Layout, PlanResult, error) {
+	return planSlowStoreOf(t, n, 1, failChunk)
+}
+
+// planSlowStoreOf is planSlowStore with prompts of promptBytes.
+func planSlowStoreOf(t *testing.T, n, promptBytes int, failChunk int) (slowPutStore, run.Layout, PlanResult, error) {
 	t.Helper()
 	files, err := blob.New(context.Background(), blob.Config{})
 	require.NoError(t, err)
 	dir := "file://" + filepath.ToSlash(t.TempDir())
 	layout := run.NewLayout(dir, "run1")
 	store := slowPutStore{Store: files, delay: 5 * time.Millisecond, manifest: layout.Manifest(),
-		putting: new(atomic.Int32), puttingAtManifest: new(atomic.Int32)}
+		putting: new(atomic.Int32), puttingAtManifest: new(atomic.Int32), mostPutting: new(atomic.Int32)}
 	if failChunk >= 0 {
 		store.fail = layout.Chunk(failChunk)
 	}
 	var in bytes.Buffer
 	for i := range n {
-		fmt.Fprintf(&in, `{"custom_id":"r%d","prompt":"p"}`+"\n", i+1)
+		fmt.Fprintf(&in, `{"custom_id":"r%d","prompt":"%s"}`+"\n", i+1, strings.Repeat("p", promptBytes))
 	}
 	writeObject(t, files, dir+"/in.jsonl", in.Bytes())
 	env, c := controlActivities(store)
@@ -120,6 +128,31 @@ func TestPlanChunksAreCompleteWhenStoredInTheBackground(t *testing.T) {
 		}
 	}
 	require.Equal(t, 201, next)
+}
+
+// Small chunks are stored many at once, as their round trips rather than their
+// bytes are what takes the time; large ones only as many as fit
+// chunkUploadBytes, since each upload holds its chunk's buffer.
+func TestPlanStoresChunksAtOnceWithinTheirBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		lines, bytes int // lines in chunks of at most 10, and each one's prompt
+		atLeast      int32
+		atMost       int32
+	}{
+		{"small chunks", 400, 1, chunkUploads / 2, chunkUploads},
+		// 10 lines of 100 KB: 1 MB a chunk, two at once within 2.5 MiB.
+		{"large chunks", 100, 100_000, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, _, res, err := planSlowStoreOf(t, tc.lines, tc.bytes, -1)
+			require.NoError(t, err)
+			require.Equal(t, tc.lines, res.Valid)
+			most := store.mostPutting.Load()
+			require.True(t, most >= tc.atLeast && most <= tc.atMost,
+				"%d chunks stored at once at most; want %d to %d", most, tc.atLeast, tc.atMost)
+		})
+	}
 }
 
 // A chunk that fails to be stored fails Plan, naming the chunk, and no manifest
