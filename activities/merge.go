@@ -27,6 +27,8 @@ import (
 // once across the two, each file in input order. It streams chunk by chunk, reading a
 // few chunks ahead, so its memory is bounded by a few chunks' answers.
 func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error) {
+	var took mergeTimes
+	took.start = time.Now()
 	var manifest run.Manifest
 	if err := blob.ReadJSON(ctx, c.Store, in.Run.Manifest(), &manifest); err != nil {
 		return MergeResult{}, fmt.Errorf("read manifest: %w", err)
@@ -53,8 +55,11 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 	lastBeat := time.Now()
 	written := make(chan []byte, mergeReaders+1) // chunks' output buffers, for reuse
 	ahead := semaphore.NewWeighted(mergeAheadBytes)
+	took.ready = time.Since(took.start)
 	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks, ahead, written) {
+		waited := time.Now()
 		chunk := <-next
+		took.reading += time.Since(waited)
 		ahead.Release(chunk.aheadBytes) // its lines are about to be copied out
 		if chunk.err != nil {
 			return MergeResult{}, chunk.err
@@ -77,9 +82,11 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 					fmt.Sprintf("chunk %d finished without an answer for this request", chunk.Index))
 			}
 		}
+		writing := time.Now()
 		if err := m.chunk(chunk, missing); err != nil {
 			return MergeResult{}, err
 		}
+		took.writing += time.Since(writing)
 		select {
 		case written <- chunk.out[:0]:
 		default:
@@ -89,7 +96,27 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 			lastBeat = time.Now()
 		}
 	}
-	return m.finish()
+	closing := time.Now()
+	res, err := m.finish()
+	if err != nil {
+		return MergeResult{}, err
+	}
+	took.closing = time.Since(closing)
+	activity.GetLogger(ctx).Info("merged", "output_bytes", res.OutputBytes, "chunks", len(manifest.Chunks),
+		"seconds", time.Since(took.start).Seconds(), "ready_seconds", took.ready.Seconds(),
+		"waiting_for_chunks_seconds", took.reading.Seconds(), "writing_seconds", took.writing.Seconds(),
+		"closing_seconds", took.closing.Seconds())
+	return res, nil
+}
+
+// mergeTimes is where a Merge's time went, for its log line: reading the
+// manifest and opening the files (ready), the writer waiting for the next chunk
+// to be read (reading), writing lines, which includes waiting for parts to
+// upload (writing), and closing the files, the last parts and their completion
+// (closing).
+type mergeTimes struct {
+	start                            time.Time
+	ready, reading, writing, closing time.Duration
 }
 
 // merger interleaves the plan's errors with the chunks' answers by line number.
