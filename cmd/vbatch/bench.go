@@ -152,7 +152,7 @@ func (a *app) bench(ctx context.Context, out io.Writer, o benchOptions, command 
 		}
 	}()
 	a.cfg.Temporal = client.Options{HostPort: stack.TemporalAddress, Namespace: stack.Namespace}
-	a.cfg.Blob = stack.BlobConfig()
+	a.cfg.Blob = localBlob(stack, a.cfg.Blob)
 	store, err := a.store(ctx)
 	if err != nil {
 		return err

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/vbatch/vbatch/internal/blob"
+	"github.com/vbatch/vbatch/internal/devstack"
 )
 
 func TestTemporalConfigComesFromTheCLIProfileAndEnvironment(t *testing.T) {
@@ -65,5 +68,24 @@ func TestTemporalConfigDefaultsToTheLocalServer(t *testing.T) {
 	}
 	if c.Temporal.HostPort != "localhost:7233" || c.Temporal.Namespace != "default" || c.Bucket != "vbatch" {
 		t.Errorf("defaults: %s/%s bucket %s", c.Temporal.HostPort, c.Temporal.Namespace, c.Bucket)
+	}
+}
+
+// The local stack replaces the environment's S3 endpoint and keys, but not how
+// writers upload: the bench's plain copy must write as the workers started
+// beside it, which read VBATCH_S3_BACKGROUND_PARTS themselves.
+func TestLocalStackKeepsTheEnvironmentsWriterTuning(t *testing.T) {
+	vars := map[string]string{"VBATCH_S3_BACKGROUND_PARTS": "1", "AWS_ENDPOINT_URL_S3": "https://s3.example"}
+	env, err := blob.ConfigFromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack := &devstack.Stack{S3Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", AccessKey: "key", SecretKey: "secret"}
+	got := localBlob(stack, env)
+	if got.BackgroundParts != 1 {
+		t.Errorf("background parts %d, want the environment's 1", got.BackgroundParts)
+	}
+	if got.EndpointURL != stack.S3Endpoint || got.AccessKey != "key" || !got.PathStyle {
+		t.Errorf("S3 settings %+v, want the local stack's", got)
 	}
 }

@@ -242,6 +242,16 @@ func (e *localEnv) stop() {
 	}
 }
 
+// localBlob is the local stack's S3 with the environment's tuning of writers
+// (VBATCH_S3_BACKGROUND_PARTS): the workers started beside it read that from
+// the environment, and what this process writes (the bench's plain copy) must
+// write as they do.
+func localBlob(stack *devstack.Stack, env blob.Config) blob.Config {
+	cfg := stack.BlobConfig()
+	cfg.PartSize, cfg.BackgroundParts = env.PartSize, env.BackgroundParts
+	return cfg
+}
+
 // startLocal starts the stack under dir, points the app's configuration at it, and
 // starts both workers.
 func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, engineChosen bool) (*localEnv, error) {
@@ -252,7 +262,7 @@ func (a *app) startLocal(ctx context.Context, dir string, flags *workerFlags, en
 	env := &localEnv{dir: dir, stack: stack}
 	// The local stack replaces whatever Temporal and S3 the environment named.
 	a.cfg.Temporal = client.Options{HostPort: stack.TemporalAddress, Namespace: stack.Namespace}
-	a.cfg.Blob = stack.BlobConfig()
+	a.cfg.Blob = localBlob(stack, a.cfg.Blob)
 	if env.store, err = a.store(ctx); err != nil {
 		env.stop()
 		return nil, err
