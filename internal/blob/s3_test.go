@@ -335,6 +335,57 @@ func startRefusingS3(t *testing.T, background int, refuse func(*http.Request) bo
 	return s, st, refused
 }
 
+// S3 takes at most 10,000 parts to an object: writing one that needs more fails,
+// saying to raise the part size, and leaves nothing behind. The parts are
+// answered by a proxy in front of the server, so that the test need not store
+// 10,000 of them; starting and aborting the upload reach the server.
+func TestS3WriterStopsAtTenThousandParts(t *testing.T) {
+	_, st := startS3(t, nil)
+	target, err := url.Parse(st.S3Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := httputil.NewSingleHostReverseProxy(target)
+	var parts atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut || !r.URL.Query().Has("partNumber") {
+			forward.ServeHTTP(w, r)
+			return
+		}
+		parts.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("ETag", `"part"`)
+	}))
+	t.Cleanup(proxy.Close)
+	const partSize = 16
+	cfg := st.BlobConfig()
+	cfg.EndpointURL, cfg.PartSize = proxy.URL, partSize
+	s, err := blob.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	uri := "s3://" + st.Bucket + "/too-many-parts/output.jsonl"
+	w, err := s.Create(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, writeErr := io.Copy(w, newPattern(7, partSize*10_001+1))
+	err = errors.Join(writeErr, w.Close())
+	if err == nil || !strings.Contains(err.Error(), "over S3's 10000 parts of 16 bytes; raise the part size") {
+		t.Fatalf("writing 10,001 parts: err = %v, want the part limit and what to do", err)
+	}
+	if n := parts.Load(); n != 10_000 {
+		t.Errorf("%d parts sent, want 10,000 and no more", n)
+	}
+	if _, err := s.Stat(context.Background(), uri); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat after the failed write: err = %v, want ErrNotFound", err)
+	}
+	if n := multipartUploads(t, st); n != 0 {
+		t.Errorf("%d multipart uploads left after the failed write", n)
+	}
+}
+
 func multipartUploads(t *testing.T, st *devstack.Stack) int {
 	t.Helper()
 	c, err := blob.NewS3Client(context.Background(), st.BlobConfig())
