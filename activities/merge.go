@@ -180,7 +180,7 @@ const mergeHeldChunks = 64
 // and the writer waits, the next part's lines are read, so that the writer fills
 // it in a memory copy when the upload ends and the next upload starts at once.
 // With less than a part ready the writer waits on reads after each upload
-// (Merge at 20,000 requests moved 0.45× a plain copy with 4 MiB). It is 12 or 13
+// (Merge at 20,000 requests moved 0.45× a plain copy with 4 MiB). It is 14 or 15
 // full chunks of the seed workload's lines (256 requests of about 1.7 KB).
 const mergeAheadBytes = blob.DefaultPartSize + 1<<20
 
