@@ -274,14 +274,11 @@ func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
 // that reads which overlap are seen to.
 type concurrentLists struct {
 	blob.Store
-	now, most atomic.Int32
+	atOnce
 }
 
 func (s *concurrentLists) List(ctx context.Context, prefix string) ([]blob.Info, error) {
-	n := s.now.Add(1)
-	defer s.now.Add(-1)
-	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
-	}
+	defer s.enter()()
 	time.Sleep(20 * time.Millisecond)
 	return s.Store.List(ctx, prefix)
 }

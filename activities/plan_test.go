@@ -51,21 +51,17 @@ type slowPutStore struct {
 	delay    time.Duration
 	fail     string // the URI whose Put fails
 	manifest string
-	putting  *atomic.Int32
+	puts     *atOnce
 	// puttingAtManifest: puts under way when the manifest was stored.
 	puttingAtManifest *atomic.Int32
-	mostPutting       *atomic.Int32 // most puts under way at once
 }
 
 func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
 	if uri == s.manifest {
-		s.puttingAtManifest.Store(s.putting.Load())
+		s.puttingAtManifest.Store(s.puts.now.Load())
 		return s.Store.Put(ctx, uri, body)
 	}
-	n := s.putting.Add(1)
-	defer s.putting.Add(-1)
-	for m := s.mostPutting.Load(); n > m && !s.mostPutting.CompareAndSwap(m, n); m = s.mostPutting.Load() {
-	}
+	defer s.puts.enter()()
 	time.Sleep(s.delay)
 	if uri == s.fail {
 		return errors.New("connection reset")
@@ -87,7 +83,7 @@ func planSlowStoreOf(t *testing.T, n, promptBytes int, failChunk int) (slowPutSt
 	dir := "file://" + filepath.ToSlash(t.TempDir())
 	layout := run.NewLayout(dir, "run1")
 	store := slowPutStore{Store: files, delay: 5 * time.Millisecond, manifest: layout.Manifest(),
-		putting: new(atomic.Int32), puttingAtManifest: new(atomic.Int32), mostPutting: new(atomic.Int32)}
+		puts: new(atOnce), puttingAtManifest: new(atomic.Int32)}
 	if failChunk >= 0 {
 		store.fail = layout.Chunk(failChunk)
 	}
@@ -148,7 +144,7 @@ func TestPlanStoresChunksAtOnceWithinTheirBytes(t *testing.T) {
 			store, _, res, err := planSlowStoreOf(t, tc.lines, tc.bytes, -1)
 			require.NoError(t, err)
 			require.Equal(t, tc.lines, res.Valid)
-			most := store.mostPutting.Load()
+			most := store.puts.most.Load()
 			require.True(t, most >= tc.atLeast && most <= tc.atMost,
 				"%d chunks stored at once at most; want %d to %d", most, tc.atLeast, tc.atMost)
 		})
