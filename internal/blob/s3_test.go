@@ -304,8 +304,29 @@ func testRefusedRequestLeavesNothing(t *testing.T, background int) {
 
 // startRefusingS3 starts versitygw behind a proxy that answers the requests refuse
 // picks with 403 AccessDenied (which the SDK does not retry) and passes the rest
-// on, keeping the Host they were signed for. It counts the refusals.
+// on. It counts the refusals.
 func startRefusingS3(t *testing.T, background int, refuse func(*http.Request) bool) (blob.Store, *devstack.Stack, *atomic.Int32) {
+	t.Helper()
+	refused := new(atomic.Int32)
+	s, st := startProxiedS3(t, func(c *blob.Config) { c.BackgroundParts = background },
+		func(w http.ResponseWriter, r *http.Request) bool {
+			if !refuse(r) {
+				return false
+			}
+			refused.Add(1)
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>`)
+			return true
+		})
+	return s, st, refused
+}
+
+// startProxiedS3 starts versitygw behind a proxy and returns a Store (tuned by
+// tune) that reaches it through the proxy. answer handles a request itself and
+// says so, or returns false to pass it on, keeping the Host it was signed for.
+func startProxiedS3(t *testing.T, tune func(*blob.Config), answer func(http.ResponseWriter, *http.Request) bool) (blob.Store, *devstack.Stack) {
 	t.Helper()
 	_, st := startS3(t, nil)
 	target, err := url.Parse(st.S3Endpoint)
@@ -313,26 +334,20 @@ func startRefusingS3(t *testing.T, background int, refuse func(*http.Request) bo
 		t.Fatal(err)
 	}
 	forward := httputil.NewSingleHostReverseProxy(target)
-	refused := new(atomic.Int32)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !refuse(r) {
+		if !answer(w, r) {
 			forward.ServeHTTP(w, r)
-			return
 		}
-		refused.Add(1)
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/xml")
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>`)
 	}))
 	t.Cleanup(proxy.Close)
 	cfg := st.BlobConfig()
-	cfg.EndpointURL, cfg.BackgroundParts = proxy.URL, background
+	tune(&cfg)
+	cfg.EndpointURL = proxy.URL
 	s, err := blob.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, st, refused
+	return s, st
 }
 
 // S3 takes at most 10,000 parts to an object: writing one that needs more fails,
@@ -340,30 +355,18 @@ func startRefusingS3(t *testing.T, background int, refuse func(*http.Request) bo
 // answered by a proxy in front of the server, so that the test need not store
 // 10,000 of them; starting and aborting the upload reach the server.
 func TestS3WriterStopsAtTenThousandParts(t *testing.T) {
-	_, st := startS3(t, nil)
-	target, err := url.Parse(st.S3Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forward := httputil.NewSingleHostReverseProxy(target)
-	var parts atomic.Int32
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPut || !r.URL.Query().Has("partNumber") {
-			forward.ServeHTTP(w, r)
-			return
-		}
-		parts.Add(1)
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("ETag", `"part"`)
-	}))
-	t.Cleanup(proxy.Close)
 	const partSize = 16
-	cfg := st.BlobConfig()
-	cfg.EndpointURL, cfg.PartSize = proxy.URL, partSize
-	s, err := blob.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var parts atomic.Int32
+	s, st := startProxiedS3(t, func(c *blob.Config) { c.PartSize = partSize },
+		func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPut || !r.URL.Query().Has("partNumber") {
+				return false
+			}
+			parts.Add(1)
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("ETag", `"part"`)
+			return true
+		})
 
 	uri := "s3://" + st.Bucket + "/too-many-parts/output.jsonl"
 	w, err := s.Create(context.Background(), uri)
