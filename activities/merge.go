@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/vbatch/vbatch/internal/batchfile"
@@ -42,6 +43,12 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 		cancelled[i] = true
 	}
 
+	// The chunks are read from here on, while the plan's errors are opened.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	written := make(chan []byte, mergeReaders+1) // chunks' output buffers, for reuse
+	ahead := semaphore.NewWeighted(mergeAheadBytes)
+	chunks := readAhead(readCtx, c.Store, in.Run, manifest.Model, manifest.Chunks, ahead, written)
 	m, err := newMerger(ctx, c.Store, in.Run, manifest.Model)
 	if err != nil {
 		return MergeResult{}, err
@@ -50,13 +57,9 @@ func (c *Control) Merge(ctx context.Context, in MergeInput) (MergeResult, error)
 		m.res.Cache = &report.CacheUse{Prefix: in.CachePrefix}
 	}
 	defer m.abort()
-	ctx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
 	lastBeat := time.Now()
-	written := make(chan []byte, mergeReaders+1) // chunks' output buffers, for reuse
-	ahead := semaphore.NewWeighted(mergeAheadBytes)
 	took.ready = time.Since(took.start)
-	for next := range readAhead(ctx, c.Store, in.Run, manifest.Model, manifest.Chunks, ahead, written) {
+	for next := range chunks {
 		waited := time.Now()
 		chunk := <-next
 		took.reading += time.Since(waited)
@@ -261,7 +264,7 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model s
 // readMergeChunk reads a chunk's answers and builds its output lines, into out.
 func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, model string, plan run.ChunkPlan, out []byte) mergeChunk {
 	c := mergeChunk{ChunkPlan: plan}
-	answers, err := run.LoadTextAnswers(ctx, store, layout, plan.Index)
+	answers, err := run.LoadTextAnswers(ctx, store, layout, plan)
 	if err != nil {
 		c.err = err
 		return c
@@ -407,23 +410,33 @@ func (m *merger) advancePlanErr() error {
 	return nil
 }
 
+// finish writes the last plan errors and closes both files at once: each close
+// is its last upload and a completion, or a single put, and neither needs the
+// other. When one fails, so does the Merge, and its retry writes both again.
 func (m *merger) finish() (MergeResult, error) {
 	if err := m.planErrorsBefore(-1); err != nil {
 		return MergeResult{}, err
 	}
+	var closing errgroup.Group
 	for _, w := range []struct {
 		name string
 		buf  *countingWriter
 		obj  *blob.Writer
 	}{{"output", m.outBuf, &m.out}, {"errors", m.errsBuf, &m.errs}} {
-		if err := w.buf.Flush(); err != nil {
-			return MergeResult{}, fmt.Errorf("write %s: %w", w.name, err)
-		}
-		err := (*w.obj).Close()
-		*w.obj = nil
-		if err != nil {
-			return MergeResult{}, fmt.Errorf("close %s: %w", w.name, err)
-		}
+		closing.Go(func() error {
+			if err := w.buf.Flush(); err != nil {
+				return fmt.Errorf("write %s: %w", w.name, err)
+			}
+			err := (*w.obj).Close()
+			*w.obj = nil
+			if err != nil {
+				return fmt.Errorf("close %s: %w", w.name, err)
+			}
+			return nil
+		})
+	}
+	if err := closing.Wait(); err != nil {
+		return MergeResult{}, err
 	}
 	m.res.OutputBytes, m.res.ErrorsBytes = m.outBuf.n, m.errsBuf.n
 	_ = m.planErrsSrc.Close()

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -255,7 +257,7 @@ func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			store, err := blob.New(context.Background(), blob.Config{})
 			require.NoError(t, err)
-			reads := &concurrentLists{Store: store}
+			reads := &concurrentReads{Store: store}
 			f := newMergeFixture(t, reads, "file://"+filepath.ToSlash(t.TempDir()))
 			f.answeredChunks(t, tc.chunks, tc.perChunk, tc.text)
 
@@ -269,18 +271,20 @@ func TestMergeReadAheadStaysWithinItsBytes(t *testing.T) {
 	}
 }
 
-// concurrentLists counts the chunk folders being listed at once: Merge lists a
-// chunk's folder first when it reads it, and each listing lasts a while here so
-// that reads which overlap are seen to.
-type concurrentLists struct {
+// concurrentReads counts the chunks being read at once: Merge fetches a chunk's
+// first part when it reads it, and each fetch lasts a while here so that reads
+// which overlap are seen to.
+type concurrentReads struct {
 	blob.Store
 	atOnce
 }
 
-func (s *concurrentLists) List(ctx context.Context, prefix string) ([]blob.Info, error) {
-	defer s.enter()()
-	time.Sleep(20 * time.Millisecond)
-	return s.Store.List(ctx, prefix)
+func (s *concurrentReads) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	if run.IsPart(uri) {
+		defer s.enter()()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.Store.Open(ctx, uri)
 }
 
 // While the output waits on storage (a part uploading), Merge goes on reading
@@ -298,37 +302,39 @@ func TestMergeReadsAheadWhileTheOutputWaits(t *testing.T) {
 
 	done := make(chan MergeResult)
 	go func() { done <- f.merge(t, MergeInput{}) }()
-	var listed int32
+	var read int32
 	for settled := 0; settled < 10; {
 		time.Sleep(20 * time.Millisecond)
-		if n := stalled.listed.Load(); n == listed {
+		if n := stalled.read.Load(); n == read {
 			settled++
 		} else {
-			listed, settled = n, 0
+			read, settled = n, 0
 		}
 	}
 	require.True(t, stalled.stalled.Load(), "the output was never written to")
-	assert.GreaterOrEqual(t, listed, int32(mergeHeldChunks),
+	assert.GreaterOrEqual(t, read, int32(mergeHeldChunks),
 		"chunks read while the output waited: want the reads to go on past the %d readers to mergeHeldChunks", mergeReaders)
-	assert.LessOrEqual(t, listed, int32(mergeHeldChunks+20), "chunks read while the output waited")
+	assert.LessOrEqual(t, read, int32(mergeHeldChunks+20), "chunks read while the output waited")
 	close(stalled.release)
 	res := <-done
 	assert.Equal(t, chunks*perChunk, res.Answered)
 	assert.Len(t, f.lines(t, f.layout.Output()), chunks*perChunk)
 }
 
-// stalledOutput counts chunk folders listed, and holds output.jsonl's first write
-// until release is closed.
+// stalledOutput counts the answer parts fetched (one a chunk here), and holds
+// output.jsonl's first write until release is closed.
 type stalledOutput struct {
 	blob.Store
-	listed  atomic.Int32
+	read    atomic.Int32
 	stalled atomic.Bool
 	release chan struct{}
 }
 
-func (s *stalledOutput) List(ctx context.Context, prefix string) ([]blob.Info, error) {
-	s.listed.Add(1)
-	return s.Store.List(ctx, prefix)
+func (s *stalledOutput) Open(ctx context.Context, uri string) (io.ReadCloser, error) {
+	if run.IsPart(uri) {
+		s.read.Add(1)
+	}
+	return s.Store.Open(ctx, uri)
 }
 
 func (s *stalledOutput) Create(ctx context.Context, uri string) (blob.Writer, error) {
@@ -348,6 +354,58 @@ func (w *stalledWriter) Write(p []byte) (int, error) {
 	w.s.stalled.Store(true)
 	<-w.s.release
 	return w.Writer.Write(p)
+}
+
+// Merge closes output.jsonl and errors.jsonl at once: each close is an upload
+// and a completion (or a put), and neither needs the other. Here output.jsonl's
+// close waits for errors.jsonl's to start.
+func TestMergeClosesBothFilesAtOnce(t *testing.T) {
+	store, err := blob.New(context.Background(), blob.Config{})
+	require.NoError(t, err)
+	closes := &closesTogether{Store: store, errorsClosing: make(chan struct{})}
+	f := newMergeFixture(t, closes, "file://"+filepath.ToSlash(t.TempDir()))
+	f.answeredChunks(t, 3, 10, 100)
+
+	res := f.merge(t, MergeInput{})
+	assert.Equal(t, 30, res.Answered)
+	assert.Len(t, f.lines(t, f.layout.Output()), 30)
+	assert.Empty(t, f.lines(t, f.layout.Errors()))
+}
+
+// closesTogether holds output.jsonl's Close until errors.jsonl's has started, for
+// a few seconds at most, and then fails it.
+type closesTogether struct {
+	blob.Store
+	errorsClosing chan struct{}
+}
+
+func (s *closesTogether) Create(ctx context.Context, uri string) (blob.Writer, error) {
+	w, err := s.Store.Create(ctx, uri)
+	if err != nil {
+		return w, err
+	}
+	return &closeWaiter{Writer: w, uri: uri, s: s}, nil
+}
+
+type closeWaiter struct {
+	blob.Writer
+	uri string
+	s   *closesTogether
+}
+
+func (w *closeWaiter) Close() error {
+	switch {
+	case strings.HasSuffix(w.uri, "/errors.jsonl"):
+		close(w.s.errorsClosing)
+	case strings.HasSuffix(w.uri, "/output.jsonl"):
+		select {
+		case <-w.s.errorsClosing:
+		case <-time.After(5 * time.Second):
+			_ = w.Writer.Abort()
+			return errors.New("errors.jsonl was not closed while output.jsonl was")
+		}
+	}
+	return w.Writer.Close()
 }
 
 // BenchmarkMerge merges 20,000 synthetic answers (≈ 1.2 kB of text each) across 80

@@ -3,8 +3,10 @@ package run
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -142,40 +144,100 @@ type TextAnswer struct {
 	Text json.RawMessage `json:"text,omitempty"`
 }
 
-// LoadTextAnswers is LoadAnswers for Merge: the same answers, with their texts as
-// JSON (TextAnswer). The parts are fetched and decoded at once, each on its own
-// goroutine, and kept in the order they were written, as LoadChunk keeps them.
-func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, chunk int) (map[string]TextAnswer, error) {
-	parts, _, _, err := listChunk(ctx, store, l, chunk)
-	if err != nil {
+// LoadTextAnswers is LoadAnswers for Merge: the same answers of plan's chunk, with
+// their texts as JSON (TextAnswer). The parts are fetched and decoded at once, each
+// on its own goroutine, and kept in the order they were written, as LoadChunk keeps
+// them.
+//
+// The chunk's first part (attempt 1, part 1: no key sorts before it) is fetched
+// beside the listing of its folder. When it answers every request of the plan
+// without an error, no later part can change an answer (keeps), so the listing is
+// not waited for: a chunk whose answers fit one part, as a fast engine's do, costs
+// one round trip instead of a listing and then a fetch.
+func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan ChunkPlan) (map[string]TextAnswer, error) {
+	ctx, stopListing := context.WithCancel(ctx)
+	defer stopListing()
+	type listing struct {
+		parts []blob.Info
+		err   error
+	}
+	listed := make(chan listing, 1)
+	go func() {
+		parts, _, _, err := listChunk(ctx, store, l, plan.Index)
+		listed <- listing{parts, err}
+	}()
+	firstURI := l.Part(plan.Index, 1, 1)
+	first, err := readTextPart(ctx, store, blob.Info{URI: firstURI})
+	switch {
+	case err == nil && settles(plan, first):
+		return keptAnswers([][]TextAnswer{first}), nil
+	case err != nil && !errors.Is(err, blob.ErrNotFound):
 		return nil, err
 	}
+	list := <-listed
+	if list.err != nil {
+		return nil, list.err
+	}
+	parts := list.parts
 	read := make([][]TextAnswer, len(parts))
+	if err == nil && len(parts) > 0 && parts[0].URI == firstURI {
+		read[0], parts = first, parts[1:]
+	}
+	done := len(read) - len(parts)
 	var fetching errgroup.Group
 	fetching.SetLimit(partsAtOnce)
 	for i, p := range parts {
 		fetching.Go(func() (err error) {
-			read[i], err = readTextPart(ctx, store, p)
+			read[done+i], err = readTextPart(ctx, store, p)
 			return err
 		})
 	}
 	if err := fetching.Wait(); err != nil {
 		return nil, err
 	}
+	return keptAnswers(read), nil
+}
+
+// settles says whether a chunk's first part holds its final answers: one answer
+// without an error for each of plan's requests, each on its own line of the
+// chunk's range.
+func settles(plan ChunkPlan, first []TextAnswer) bool {
+	if len(first) != plan.Requests || plan.LastLine < plan.FirstLine {
+		return false
+	}
+	lines := make([]bool, plan.LastLine-plan.FirstLine+1)
+	ids := make(map[string]bool, len(first))
+	for _, a := range first {
+		if a.Error != nil || a.Kind == "" || a.Line < plan.FirstLine || a.Line > plan.LastLine ||
+			lines[a.Line-plan.FirstLine] || ids[a.CustomID] {
+			return false
+		}
+		lines[a.Line-plan.FirstLine], ids[a.CustomID] = true, true
+	}
+	return true
+}
+
+// keptAnswers is the answer kept for each custom_id of parts read in the order
+// they were written.
+func keptAnswers(parts [][]TextAnswer) map[string]TextAnswer {
 	answers := map[string]TextAnswer{}
-	for _, part := range read {
+	for _, part := range parts {
 		for _, a := range part {
 			if seen, ok := answers[a.CustomID]; keeps(seen.Answer, ok, a.Answer) {
 				answers[a.CustomID] = a
 			}
 		}
 	}
-	return answers, nil
+	return answers
 }
 
 // partsAtOnce bounds the parts of one chunk that LoadTextAnswers reads at once: a
 // chunk checkpointed every few answers has hundreds.
 const partsAtOnce = 4
+
+// unlistedPartGuess is the buffer a part is first read into when its size is not
+// known: a chunk of 256 short answers, which a fast engine writes as one part.
+const unlistedPartGuess = 128 << 10
 
 func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]TextAnswer, error) {
 	uri := part.URI
@@ -184,10 +246,10 @@ func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]Text
 		return nil, fmt.Errorf("open part: %w", err)
 	}
 	defer r.Close()
-	// Read whole, into a buffer of the size listed: the answers' texts are slices
-	// of it, not copies.
+	// Read whole, into a buffer of the size listed (a guess for the first part,
+	// fetched unlisted): the answers' texts are slices of it, not copies.
 	var buf bytes.Buffer
-	buf.Grow(int(part.Size) + bytes.MinRead)
+	buf.Grow(cmp.Or(int(part.Size), unlistedPartGuess) + bytes.MinRead)
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, fmt.Errorf("read part %s: %w", uri, err)
 	}

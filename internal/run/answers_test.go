@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -115,31 +116,90 @@ func FuzzDecodeTextAnswerIsUnmarshal(f *testing.F) {
 	})
 }
 
-// Merge reads parts with LoadTextAnswers: the same answers as LoadChunk keeps.
+// Merge reads parts with LoadTextAnswers: the same answers as LoadChunk keeps,
+// whether or not the chunk has a first part, and whatever that part holds.
 func TestLoadTextAnswersKeepsWhatLoadChunkKeeps(t *testing.T) {
-	ctx := context.Background()
+	for _, first := range []struct{ name, lines string }{
+		{"no first part", ""},
+		{"a first part with an error", `{"custom_id":"b","line":2,"kind":"chat","error":{"code":"engine_error","message":"x"}}` + "\n" +
+			`{"custom_id":"e","line":5,"kind":"chat","text":"first of e"}` + "\n"},
+		{"a first part short of a request", `{"custom_id":"e","line":5,"kind":"chat","text":"first of e"}` + "\n"},
+	} {
+		t.Run(first.name, func(t *testing.T) {
+			ctx := context.Background()
+			store, l := fileRun(t)
+			if first.lines != "" {
+				put(t, store, l.Part(0, 1, 1), first.lines)
+			}
+			put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
+			put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried \"<é>\""}`+"\n"+
+				`{"custom_id":"c","error":{"code":"prompt_too_long","message":"x"}}`+"\n"+`{"custom_id":"e","text":"zombie of e"}`+"\n")
+			put(t, store, l.Part(0, 100, 2), `{"custom_id":"c","error":{"code":"engine_error","message":"later"}}`+"\n")
+			for p := 3; p < 12; p++ { // more parts than are read at once
+				put(t, store, l.Part(0, 100, p), fmt.Sprintf(`{"custom_id":"d%d","line":%d,"text":"part %d"}`, p, p, p)+"\n")
+			}
+
+			st, err := LoadChunk(ctx, store, l, 0)
+			require.NoError(t, err)
+			got, err := LoadTextAnswers(ctx, store, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 5})
+			require.NoError(t, err)
+			require.Len(t, got, len(st.Answers))
+			for id, want := range st.Answers {
+				var text string
+				if got[id].Text != nil {
+					require.NoError(t, json.Unmarshal(got[id].Text, &text))
+				}
+				assert.Equal(t, want.Text, text, id)
+				want.Text = ""
+				assert.Equal(t, want, got[id].Answer, id)
+			}
+			assert.Equal(t, `"retried \"<é>\""`, string(got["b"].Text), "a success replaces an earlier engine error")
+			if first.lines != "" {
+				assert.Equal(t, `"first of e"`, string(got["e"].Text), "the first part's answer is kept")
+			}
+		})
+	}
+}
+
+// A chunk's first part that answers each of its requests without an error is its
+// answers: LoadTextAnswers returns them without waiting for the folder's listing,
+// which this store never answers.
+func TestLoadTextAnswersTakesASettlingFirstPartWithoutTheListing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	store, l := fileRun(t)
-	put(t, store, l.Part(0, 99, 1), `{"custom_id":"a","text":"first"}`+"\n"+`{"custom_id":"b","error":{"code":"engine_error","message":"x"}}`+"\n")
-	put(t, store, l.Part(0, 100, 1), `{"custom_id":"a","text":"zombie"}`+"\n"+`{"custom_id":"b","text":"retried \"<é>\""}`+"\n"+
-		`{"custom_id":"c","error":{"code":"prompt_too_long","message":"x"}}`+"\n")
-	put(t, store, l.Part(0, 100, 2), `{"custom_id":"c","error":{"code":"engine_error","message":"later"}}`+"\n")
-	for p := 3; p < 12; p++ { // more parts than are read at once
-		put(t, store, l.Part(0, 100, p), fmt.Sprintf(`{"custom_id":"d%d","line":%d,"text":"part %d"}`, p, p, p)+"\n")
+	put(t, store, l.Part(0, 1, 1), `{"custom_id":"b","line":3,"kind":"chat","text":"b"}`+"\n"+
+		`{"custom_id":"a","line":1,"kind":"chat","text":"a"}`+"\n")
+	put(t, store, l.Part(0, 2, 1), `{"custom_id":"a","line":1,"kind":"chat","text":"zombie"}`+"\n")
+	plan := ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 3}
+
+	listings := make(chan struct{}, 1)
+	got, err := LoadTextAnswers(ctx, unlistedStore{store, listings}, l, plan)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, `"a"`, string(got["a"].Text), "a later attempt never replaces the first part's answer")
+	assert.Equal(t, `"b"`, string(got["b"].Text))
+	select {
+	case <-listings:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listing was never cancelled")
 	}
 
-	st, err := LoadChunk(ctx, store, l, 0)
-	require.NoError(t, err)
-	got, err := LoadTextAnswers(ctx, store, l, 0)
-	require.NoError(t, err)
-	require.Len(t, got, len(st.Answers))
-	for id, want := range st.Answers {
-		var text string
-		if got[id].Text != nil {
-			require.NoError(t, json.Unmarshal(got[id].Text, &text))
-		}
-		assert.Equal(t, want.Text, text, id)
-		want.Text = ""
-		assert.Equal(t, want, got[id].Answer, id)
-	}
-	assert.Equal(t, `"retried \"<é>\""`, string(got["b"].Text))
+	// One request short, and the listing is needed: the store's never comes.
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	_, err = LoadTextAnswers(short, unlistedStore{store, listings}, l, ChunkPlan{Index: 0, Requests: 3, FirstLine: 1, LastLine: 3})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// unlistedStore's List waits until its context ends, then says so on cancelled.
+type unlistedStore struct {
+	blob.Store
+	cancelled chan struct{}
+}
+
+func (s unlistedStore) List(ctx context.Context, prefix string) ([]blob.Info, error) {
+	<-ctx.Done()
+	s.cancelled <- struct{}{}
+	return nil, ctx.Err()
 }
