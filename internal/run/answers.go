@@ -150,22 +150,12 @@ type TextAnswer struct {
 // them.
 //
 // The chunk's first part (attempt 1, part 1: no key sorts before it) is fetched
-// beside the listing of its folder. When it answers every request of the plan
-// without an error, no later part can change an answer (keeps), so the listing is
-// not waited for: a chunk whose answers fit one part, as a fast engine's do, costs
-// one round trip instead of a listing and then a fetch.
+// first. When it answers every request of the plan without an error, no later
+// part can change an answer (keeps), and the folder is not listed: a chunk whose
+// answers fit one part, as a fast engine's do, costs one request instead of a
+// listing and then a fetch. Otherwise the folder is listed and the other parts
+// fetched, the first one being kept.
 func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan ChunkPlan) (map[string]TextAnswer, error) {
-	ctx, stopListing := context.WithCancel(ctx)
-	defer stopListing()
-	type listing struct {
-		parts []blob.Info
-		err   error
-	}
-	listed := make(chan listing, 1)
-	go func() {
-		parts, _, _, err := listChunk(ctx, store, l, plan.Index)
-		listed <- listing{parts, err}
-	}()
 	firstURI := l.Part(plan.Index, 1, 1)
 	first, err := readTextPart(ctx, store, blob.Info{URI: firstURI})
 	switch {
@@ -174,21 +164,20 @@ func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan Chunk
 	case err != nil && !errors.Is(err, blob.ErrNotFound):
 		return nil, err
 	}
-	list := <-listed
-	if list.err != nil {
-		return nil, list.err
+	parts, _, _, err := listChunk(ctx, store, l, plan.Index)
+	if err != nil {
+		return nil, err
 	}
-	parts := list.parts
 	read := make([][]TextAnswer, len(parts))
-	if err == nil && len(parts) > 0 && parts[0].URI == firstURI {
-		read[0], parts = first, parts[1:]
+	kept := 0
+	if first != nil && len(parts) > 0 && parts[0].URI == firstURI {
+		read[0], kept = first, 1
 	}
-	done := len(read) - len(parts)
 	var fetching errgroup.Group
 	fetching.SetLimit(partsAtOnce)
-	for i, p := range parts {
+	for i := kept; i < len(parts); i++ {
 		fetching.Go(func() (err error) {
-			read[done+i], err = readTextPart(ctx, store, p)
+			read[i], err = readTextPart(ctx, store, parts[i])
 			return err
 		})
 	}
