@@ -264,11 +264,12 @@ func readAhead(ctx context.Context, store blob.Store, layout run.Layout, model s
 // readMergeChunk reads a chunk's answers and builds its output lines, into out.
 func readMergeChunk(ctx context.Context, store blob.Store, layout run.Layout, model string, plan run.ChunkPlan, out []byte) mergeChunk {
 	c := mergeChunk{ChunkPlan: plan}
-	answers, err := run.LoadTextAnswers(ctx, store, layout, plan)
+	answers, release, err := run.LoadTextAnswers(ctx, store, layout, plan)
 	if err != nil {
 		c.err = err
 		return c
 	}
+	defer release() // the texts are copied into c.out
 	reqs, complete := refsOfAnswers(plan, answers)
 	if !complete {
 		if reqs, err = run.RequestRefs(ctx, store, layout, plan.Index); err != nil {

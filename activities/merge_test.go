@@ -434,6 +434,7 @@ func BenchmarkMerge(b *testing.B) {
 	f.finishPlan(b, nil)
 	runtime.GC()
 	cpuBefore := cpuTime(b)
+	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		res := f.merge(b, MergeInput{})

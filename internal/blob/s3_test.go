@@ -197,6 +197,38 @@ func TestS3SmallObjectCostsItsOwnSize(t *testing.T) {
 	}
 }
 
+// A large object costs about one part buffer to write, whatever its size: the
+// first buffer doubles to a megabyte, then takes a whole part, which every later
+// part reuses.
+func TestS3LargeObjectCostsAboutAPart(t *testing.T) {
+	s, st := startS3(t, nil) // default 5 MiB parts
+	uri := "s3://" + st.Bucket + "/large/output.jsonl"
+	write := func() {
+		w, err := s.Create(context.Background(), uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(w, newPattern(3, 12<<20)); err != nil { // three parts
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write() // warm the client
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	write()
+	runtime.ReadMemStats(&after)
+	// A part (5 MiB) and the doublings to a megabyte (2 MiB); doubling on to a
+	// part would be 6 MiB more.
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("writing a 12 MiB object allocated %.1f MiB", float64(allocated)/(1<<20))
+	if allocated > 9<<20 {
+		t.Errorf("writing a 12 MiB object allocated %.1f MiB; want under 9 MiB", float64(allocated)/(1<<20))
+	}
+}
+
 func TestS3AbortMidMultipartLeavesNothing(t *testing.T) {
 	s, st := startS3(t, func(c *blob.Config) { c.PartSize = 5 << 20 })
 	uri := "s3://" + st.Bucket + "/aborted/output.jsonl"

@@ -21,6 +21,12 @@ const maxParts = 10_000
 // costs a buffer of its own size rather than a whole part.
 const firstBufferBytes = 64 << 10
 
+// wholePartPast is where the first part's buffer stops doubling and takes a whole
+// part: an object past a megabyte is most likely a streamed large one (Merge's
+// output), and doubling on to 5 MiB would copy and drop 6 MB more at the start of
+// each, which a worker's tight GC pays for in the writer's time.
+const wholePartPast = 1 << 20
+
 // s3Writer streams an object to S3 in parts of PartSize. By default a full part
 // uploads before the writer takes more bytes, into the same buffer; with
 // BackgroundParts, bytes fill one buffer while up to that many earlier parts
@@ -96,8 +102,9 @@ func (w *s3Writer) Write(p []byte) (int, error) {
 }
 
 // reserve makes room for n more bytes in the part being filled, which is never
-// more than a part's size. Only the first part's buffer ever grows: later parts
-// take a whole buffer, as they are known to fill it or be the last.
+// more than a part's size. Only the first part's buffer ever grows, up to a
+// megabyte and then to a whole part: later parts take a whole buffer, as they are
+// known to fill it or be the last.
 func (w *s3Writer) reserve(n int) {
 	need := len(w.buf) + n
 	if need <= cap(w.buf) {
@@ -107,7 +114,11 @@ func (w *s3Writer) reserve(n int) {
 		w.buf = w.nextBuffer()
 		return
 	}
-	grown := make([]byte, len(w.buf), min(max(2*cap(w.buf), need, firstBufferBytes), w.partSize))
+	size := max(2*cap(w.buf), need, firstBufferBytes)
+	if size > wholePartPast {
+		size = w.partSize
+	}
+	grown := make([]byte, len(w.buf), min(size, w.partSize))
 	copy(grown, w.buf)
 	w.buf = grown
 }

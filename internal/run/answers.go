@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -147,7 +148,9 @@ type TextAnswer struct {
 // LoadTextAnswers is LoadAnswers for Merge: the same answers of plan's chunk, with
 // their texts as JSON (TextAnswer). The parts are fetched and decoded at once, each
 // on its own goroutine, and kept in the order they were written, as LoadChunk keeps
-// them.
+// them. The texts are slices of the parts' bytes: release gives those buffers back
+// for other chunks' parts once the texts are no longer read, which spares Merge
+// most of its garbage (a run's answers, once over).
 //
 // The chunk's first part (attempt 1, part 1: no key sorts before it) is fetched
 // first. When it answers every request of the plan without an error, no later
@@ -155,36 +158,50 @@ type TextAnswer struct {
 // answers fit one part, as a fast engine's do, costs one request instead of a
 // listing and then a fetch. Otherwise the folder is listed and the other parts
 // fetched, the first one being kept.
-func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan ChunkPlan) (map[string]TextAnswer, error) {
+func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan ChunkPlan) (map[string]TextAnswer, func(), error) {
+	var read []partRead // in the order the parts were written
+	release := func() {
+		for _, r := range read {
+			partBuffers.Put(r.buf)
+		}
+		read = nil
+	}
 	firstURI := l.Part(plan.Index, 1, 1)
-	first, err := readTextPart(ctx, store, blob.Info{URI: firstURI})
+	first, firstErr := readTextPart(ctx, store, blob.Info{URI: firstURI})
+	read = append(read, first)
 	switch {
-	case err == nil && settles(plan, first):
-		return keptAnswers([][]TextAnswer{first}), nil
-	case err != nil && !errors.Is(err, blob.ErrNotFound):
-		return nil, err
+	case firstErr == nil && settles(plan, first.answers):
+		return keptAnswers(read), release, nil
+	case firstErr != nil && !errors.Is(firstErr, blob.ErrNotFound):
+		release()
+		return nil, nil, firstErr
 	}
 	parts, _, _, err := listChunk(ctx, store, l, plan.Index)
 	if err != nil {
-		return nil, err
+		release()
+		return nil, nil, err
 	}
-	read := make([][]TextAnswer, len(parts))
-	kept := 0
-	if first != nil && len(parts) > 0 && parts[0].URI == firstURI {
-		read[0], kept = first, 1
+	if firstErr == nil && len(parts) > 0 && parts[0].URI == firstURI {
+		parts = parts[1:] // read already
+	} else {
+		read[0].answers = nil
 	}
+	more := make([]partRead, len(parts))
 	var fetching errgroup.Group
 	fetching.SetLimit(partsAtOnce)
-	for i := kept; i < len(parts); i++ {
+	for i, p := range parts {
 		fetching.Go(func() (err error) {
-			read[i], err = readTextPart(ctx, store, parts[i])
+			more[i], err = readTextPart(ctx, store, p)
 			return err
 		})
 	}
-	if err := fetching.Wait(); err != nil {
-		return nil, err
+	err = fetching.Wait()
+	read = append(read, more...)
+	if err != nil {
+		release()
+		return nil, nil, err
 	}
-	return keptAnswers(read), nil
+	return keptAnswers(read), release, nil
 }
 
 // settles says whether a chunk's first part holds its final answers: one answer
@@ -208,10 +225,10 @@ func settles(plan ChunkPlan, first []TextAnswer) bool {
 
 // keptAnswers is the answer kept for each custom_id of parts read in the order
 // they were written.
-func keptAnswers(parts [][]TextAnswer) map[string]TextAnswer {
+func keptAnswers(parts []partRead) map[string]TextAnswer {
 	answers := map[string]TextAnswer{}
 	for _, part := range parts {
-		for _, a := range part {
+		for _, a := range part.answers {
 			if seen, ok := answers[a.CustomID]; keeps(seen.Answer, ok, a.Answer) {
 				answers[a.CustomID] = a
 			}
@@ -228,22 +245,35 @@ const partsAtOnce = 4
 // known: a chunk of 256 short answers, which a fast engine writes as one part.
 const unlistedPartGuess = 128 << 10
 
-func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]TextAnswer, error) {
+// partRead is a part's answers, whose texts are slices of buf.
+type partRead struct {
+	answers []TextAnswer
+	buf     *bytes.Buffer
+}
+
+// partBuffers hold parts' bytes between one chunk's answers and another's.
+var partBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readTextPart reads a part whole, into a buffer of partBuffers: the answers'
+// texts are slices of it, not copies. The buffer comes back even when the read
+// fails, for the caller to give back.
+func readTextPart(ctx context.Context, store blob.Store, part blob.Info) (partRead, error) {
 	uri := part.URI
+	buf := partBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	read := partRead{buf: buf}
 	r, err := store.Open(ctx, uri)
 	if err != nil {
-		return nil, fmt.Errorf("open part: %w", err)
+		return read, fmt.Errorf("open part: %w", err)
 	}
 	defer r.Close()
-	// Read whole, into a buffer of the size listed (a guess for the first part,
-	// fetched unlisted): the answers' texts are slices of it, not copies.
-	var buf bytes.Buffer
+	// The size listed, or a guess for the first part, fetched unlisted.
 	buf.Grow(cmp.Or(int(part.Size), unlistedPartGuess) + bytes.MinRead)
 	if _, err := buf.ReadFrom(r); err != nil {
-		return nil, fmt.Errorf("read part %s: %w", uri, err)
+		return read, fmt.Errorf("read part %s: %w", uri, err)
 	}
 	data := buf.Bytes()
-	answers := make([]TextAnswer, 0, bytes.Count(data, []byte{'\n'})+1)
+	read.answers = make([]TextAnswer, 0, bytes.Count(data, []byte{'\n'})+1)
 	var rest []byte
 	for line := range bytes.Lines(data) {
 		if line = bytes.TrimSpace(line); len(line) == 0 {
@@ -252,11 +282,11 @@ func readTextPart(ctx context.Context, store blob.Store, part blob.Info) ([]Text
 		var a TextAnswer
 		if a, rest, err = decodeTextAnswer(line, rest); err != nil {
 			// A part is written whole or not at all; a bad line is corruption.
-			return nil, fmt.Errorf("part %s: %w", uri, err)
+			return read, fmt.Errorf("part %s: %w", uri, err)
 		}
-		answers = append(answers, a)
+		read.answers = append(read.answers, a)
 	}
-	return answers, nil
+	return read, nil
 }
 
 // textKey is how encoding/json writes Answer.Text's key, after the fields before

@@ -141,7 +141,8 @@ func TestLoadTextAnswersKeepsWhatLoadChunkKeeps(t *testing.T) {
 
 			st, err := LoadChunk(ctx, store, l, 0)
 			require.NoError(t, err)
-			got, err := LoadTextAnswers(ctx, store, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 5})
+			got, release, err := LoadTextAnswers(ctx, store, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 5})
+			defer release()
 			require.NoError(t, err)
 			require.Len(t, got, len(st.Answers))
 			for id, want := range st.Answers {
@@ -173,19 +174,21 @@ func TestLoadTextAnswersTakesASettlingFirstPartWithoutAListing(t *testing.T) {
 		`{"custom_id":"c","line":2,"kind":"chat","text":"c"}`+"\n")
 	lists := &countedLists{Store: store}
 
-	got, err := LoadTextAnswers(ctx, lists, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 3})
+	got, release, err := LoadTextAnswers(ctx, lists, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 3})
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	assert.Equal(t, `"a"`, string(got["a"].Text), "a later attempt never replaces the first part's answer")
 	assert.Equal(t, `"b"`, string(got["b"].Text))
 	assert.Zero(t, lists.n.Load(), "listings of a chunk whose first part settles it")
+	release()
 
-	got, err = LoadTextAnswers(ctx, lists, l, ChunkPlan{Index: 0, Requests: 3, FirstLine: 1, LastLine: 3})
+	got, release, err = LoadTextAnswers(ctx, lists, l, ChunkPlan{Index: 0, Requests: 3, FirstLine: 1, LastLine: 3})
 	require.NoError(t, err)
 	require.Len(t, got, 3)
 	assert.Equal(t, `"a"`, string(got["a"].Text))
 	assert.Equal(t, `"c"`, string(got["c"].Text), "the later part's answer to the request the first part lacks")
 	assert.Equal(t, int32(1), lists.n.Load(), "listings of a chunk whose first part lacks a request")
+	release()
 }
 
 // countedLists counts its listings.
