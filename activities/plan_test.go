@@ -62,7 +62,9 @@ func (s slowPutStore) Put(ctx context.Context, uri string, body []byte) error {
 		return s.Store.Put(ctx, uri, body)
 	}
 	defer s.puts.enter()()
-	time.Sleep(s.delay)
+	// Longer the larger the body, as an upload is: a 1 MB chunk's put outlasts
+	// building the next one even under the race detector on a busy machine.
+	time.Sleep(s.delay + time.Duration(len(body))*50*time.Nanosecond)
 	if uri == s.fail {
 		return errors.New("connection reset")
 	}
