@@ -149,8 +149,8 @@ type TextAnswer struct {
 // their texts as JSON (TextAnswer). The parts are fetched and decoded at once, each
 // on its own goroutine, and kept in the order they were written, as LoadChunk keeps
 // them. The texts are slices of the parts' bytes: release gives those buffers back
-// for other chunks' parts once the texts are no longer read, which spares Merge
-// most of its garbage (a run's answers, once over).
+// for other chunks' parts once the texts are no longer read, so that Merge does
+// not allocate every part's bytes anew (half of its garbage).
 //
 // The chunk's first part (attempt 1, part 1: no key sorts before it) is fetched
 // first. When it answers every request of the plan without an error, no later
