@@ -162,6 +162,9 @@ func LoadTextAnswers(ctx context.Context, store blob.Store, l Layout, plan Chunk
 	var read []partRead // in the order the parts were written
 	release := func() {
 		for _, r := range read {
+			// Zeroed, so that a text read after its release is garbage for every
+			// check, never another chunk's answer under this request's custom_id.
+			clear(r.buf.Bytes())
 			partBuffers.Put(r.buf)
 		}
 		read = nil

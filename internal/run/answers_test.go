@@ -142,8 +142,8 @@ func TestLoadTextAnswersKeepsWhatLoadChunkKeeps(t *testing.T) {
 			st, err := LoadChunk(ctx, store, l, 0)
 			require.NoError(t, err)
 			got, release, err := LoadTextAnswers(ctx, store, l, ChunkPlan{Index: 0, Requests: 2, FirstLine: 1, LastLine: 5})
-			defer release()
 			require.NoError(t, err)
+			defer release()
 			require.Len(t, got, len(st.Answers))
 			for id, want := range st.Answers {
 				var text string
