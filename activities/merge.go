@@ -160,7 +160,8 @@ func newMerger(ctx context.Context, store blob.Store, layout run.Layout, model s
 }
 
 // Merge reads chunks while it writes the one before them: each chunk costs S3
-// round trips (list its folder, get its parts) and the CPU of decoding its
+// round trips (its first part, and for a chunk that part does not settle, a
+// listing of its folder and its other parts) and the CPU of decoding its
 // answers and building its lines, which the readers spend on as many cores,
 // leaving the writer only bytes to copy. What it holds ahead is bounded
 // independently of the run's size:
