@@ -76,11 +76,13 @@ def request_of_line(obj, line, defaults):
 
 class Tally:
     """The backend's emitter: counts each outcome and remembers when the last came,
-    optionally writing each as a JSON line to out."""
+    optionally writing each as a JSON line to out. Each outcome also gives a place back
+    to room, the feeder's window (see run)."""
 
     def __init__(self, out=None):
         self._lock = threading.Lock()
         self._out = out
+        self.room = None  # a threading.Semaphore while a window is kept
         self.results = 0
         self.errors = {}
         self.prompt_tokens = 0
@@ -95,6 +97,8 @@ class Tally:
     def _count(self, event):
         self.last_outcome = time.monotonic()
         self.emit(event)
+        if self.room is not None:
+            self.room.release()
 
     def result(self, rid, text, finish_reason, prompt_tokens, completion_tokens, cached_tokens=0, **extra):
         with self._lock:
@@ -130,20 +134,41 @@ def read_requests(path, defaults, limit=None):
     return requests, lines, invalid
 
 
-def run(config, requests, tally, log):
-    """Loads the backend, feeds it every request from a feeder thread (as the runner's
+def queue_margin(batch):
+    """How many requests the worker keeps in an engine beyond its batch
+    (workers.queueMargin): the window keeps the same."""
+    return max(2, batch // 16)
+
+
+def run(config, requests, tally, log, max_in_flight=None):
+    """Loads the backend, feeds it the requests from a feeder thread (as the runner's
     command reader does) while the main thread serves, and returns (ready fields,
-    load seconds)."""
+    load seconds).
+
+    The feeder keeps at most max_in_flight requests in the backend, submitting the
+    next as each has its outcome. None means what the worker keeps: the batch the
+    backend says it runs (max_num_seqs) plus the worker's margin, so that the
+    baseline runs the engine at the batch the pipeline does; an engine that runs
+    whatever it is given (the transformers backend admits all its cache holds) would
+    otherwise run another batch here than there. 0 hands over every request at once."""
     backend = runner.BACKENDS[config["backend"]](config, tally, log)
     started = time.monotonic()
     info = backend.load() or {}
     load_seconds = time.monotonic() - started
+    if max_in_flight is None:
+        batch = int(info.get("max_num_seqs") or 0)
+        max_in_flight = batch + queue_margin(batch) if batch else 0
+    if max_in_flight:
+        tally.room = threading.Semaphore(max_in_flight)
+        info = dict(info, direct_max_in_flight=max_in_flight)
     stop = threading.Event()
 
     def feed():
         try:
             tally.first_submit = time.monotonic()
             for rid, request in requests:
+                if tally.room is not None:
+                    tally.room.acquire()
                 try:
                     backend.submit(rid, request)
                 except RequestError as e:
@@ -199,6 +224,9 @@ def parse_args(argv):
     p.add_argument("--defaults", default=json.dumps(WORKFLOW_DEFAULTS),
                    help="sampling defaults for fields a line leaves out, as JSON")
     p.add_argument("--limit", type=int, help="feed only the first N requests")
+    p.add_argument("--max-in-flight", type=int,
+                   help="keep at most this many requests in the backend (default: its max_num_seqs plus the "
+                   "worker's margin, as the pipeline does; 0: every request at once)")
     return p.parse_args(argv)
 
 
@@ -220,7 +248,7 @@ def main(argv=None):
     out = open(args.output, "w", encoding="utf-8") if args.output else None
     try:
         tally = Tally(out)
-        info, load_seconds = run(config, requests, tally, log)
+        info, load_seconds = run(config, requests, tally, log, args.max_in_flight)
     finally:
         if out is not None:
             out.close()

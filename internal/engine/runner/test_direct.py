@@ -5,13 +5,18 @@ Run from this folder: python3 -m unittest -v test_direct
 """
 
 import json
+import logging
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 import direct
+import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 2000}
@@ -100,6 +105,84 @@ class DirectRunTest(unittest.TestCase):
         self.assertGreater(summary["tokens_per_second"], 0)
         answers = {e["id"]: e for e in events}
         self.assertEqual(json.loads(answers["21"]["text"]), {"answer": "fake"})
+
+
+class CountingBackend(runner.Backend):
+    """Answers each request a few milliseconds after its submit, from its own thread,
+    and counts how many it held at once."""
+
+    name = "counting"
+
+    def __init__(self, config, emitter, log):
+        super().__init__(config, emitter, log)
+        self.lock = threading.Lock()
+        self.held = self.most_held = 0
+        self.answers = queue.Queue()
+
+    def load(self):
+        threading.Thread(target=self.answer, daemon=True).start()
+        return {"max_num_seqs": self.config.get("max_num_seqs")}
+
+    def submit(self, rid, request):
+        with self.lock:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+        self.answers.put(rid)
+
+    def answer(self):
+        while True:
+            rid = self.answers.get()
+            time.sleep(0.002)
+            with self.lock:
+                self.held -= 1
+            self.emitter.result(rid, "ok", "stop", 10, 1)
+
+    def serve(self, stop):
+        stop.wait()
+        while True:
+            with self.lock:
+                if self.held == 0:
+                    return
+            time.sleep(0.005)
+
+    def abort(self, rid):
+        pass
+
+
+class WindowTest(unittest.TestCase):
+    """The baseline keeps the engine at the batch the worker keeps it at."""
+
+    def setUp(self):
+        runner.BACKENDS["counting"] = CountingBackend
+        self.addCleanup(runner.BACKENDS.pop, "counting")
+
+    def run_counting(self, config, max_in_flight=None):
+        backends = []
+        runner.BACKENDS["counting"] = lambda *args: backends.append(CountingBackend(*args)) or backends[-1]
+        requests = [(str(i), {"custom_id": f"c{i}"}) for i in range(200)]
+        tally = direct.Tally()
+        info, _ = direct.run(dict(config, backend="counting"), requests, tally, logging.getLogger("test"),
+                             max_in_flight)
+        self.assertEqual(tally.results, 200, "every request answered")
+        return backends[0].most_held, info
+
+    def test_the_batch_and_the_workers_margin(self):
+        most, info = self.run_counting({"max_num_seqs": 32})
+        self.assertEqual(info["direct_max_in_flight"], 32 + 2)
+        self.assertLessEqual(most, 34)
+        self.assertGreaterEqual(most, 30, "the window is kept full")
+
+    def test_an_explicit_window_and_none(self):
+        most, _ = self.run_counting({"max_num_seqs": 32}, max_in_flight=5)
+        self.assertLessEqual(most, 5)
+        most, info = self.run_counting({"max_num_seqs": 32}, max_in_flight=0)
+        self.assertNotIn("direct_max_in_flight", info)
+        self.assertGreater(most, 34, "every request at once")
+
+    def test_a_backend_without_a_batch_takes_every_request(self):
+        most, info = self.run_counting({})
+        self.assertNotIn("direct_max_in_flight", info)
+        self.assertGreater(most, 34)
 
 
 if __name__ == "__main__":
