@@ -50,6 +50,7 @@ func (f *workerFlags) register(fs *pflag.FlagSet, defaultEngine string) {
 	fs.StringVar(&g.Settings.KVCacheDtype, "kv-cache-dtype", "auto", "KV cache data type (auto, fp8)")
 	fs.StringVar(&g.Settings.LoadFormat, "load-format", "auto", "weights: auto, or dummy for random weights")
 	fs.IntVar(&g.Settings.MaxNumSeqs, "max-num-seqs", 0, "vllm/transformers: requests an engine runs at once; 0 keeps the engine's default (vLLM's own, transformers 256)")
+	fs.BoolVar(&g.Settings.EnforceEager, "enforce-eager", false, "vllm/transformers: run without CUDA graphs (less GPU memory, slower steps)")
 	fs.Float64Var(&g.Sim.TokensPerSecond, "sim-tokens-per-second", 2500, "sim: tokens/s of each simulated GPU at a full batch")
 	fs.IntVar(&g.Sim.BatchSize, "sim-batch-size", 64, "sim: requests each simulated GPU batches at once")
 	fs.IntVar(&g.Sim.KVCacheTokens, "sim-kv-cache-tokens", 0, "sim: tokens of each simulated GPU's KV cache, which bounds its prefix cache (default batch size × max model len)")

@@ -45,6 +45,10 @@ type Settings struct {
 	// MaxNumSeqs is the most requests an engine runs at once (vLLM's
 	// max_num_seqs); the worker keeps about this many in each engine.
 	MaxNumSeqs int `json:"max_num_seqs,omitempty"`
+	// EnforceEager runs the model without CUDA graphs (vLLM's enforce_eager; the
+	// transformers backend's use_cuda_graph off): less GPU memory and a faster
+	// start, but every step launches its kernels from Python.
+	EnforceEager bool `json:"enforce_eager,omitempty"`
 }
 
 // SimConfig tunes the sim backend. Zero values take the runner's defaults:

@@ -175,6 +175,33 @@ class FinishTest(unittest.TestCase):
         self.assertEqual(count, len(b"first line\n"), "tokens up to the one that completed the stop")
 
 
+class ContinuousBatchingConfigTest(unittest.TestCase):
+    def test_cuda_graphs_unless_eager(self):
+        self.assertEqual(hf_backend.continuous_batching_options({}), {"use_cuda_graph": True})
+        self.assertEqual(hf_backend.continuous_batching_options({"enforce_eager": True}), {"use_cuda_graph": False})
+
+    def test_config_fields_go_over_the_defaults(self):
+        options = hf_backend.continuous_batching_options(
+            {"continuous_batching": {"use_cuda_graph": [False, True], "scheduler_type": "prefill_first"}})
+        self.assertEqual(options, {"use_cuda_graph": [False, True], "scheduler_type": "prefill_first"})
+
+    def test_not_an_object_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "continuous_batching must be an object"):
+            hf_backend.continuous_batching_kwargs({"continuous_batching": True})
+
+    def test_what_reaches_transformers(self):
+        try:
+            from transformers.generation import ContinuousBatchingConfig  # noqa: F401
+        except ImportError:
+            # Without the class the defaults give way; fields the config asked for cannot.
+            self.assertEqual(hf_backend.continuous_batching_kwargs({}), {})
+            with self.assertRaises(ImportError):
+                hf_backend.continuous_batching_kwargs({"continuous_batching": {"use_cuda_graph": True}})
+            return
+        kwargs = hf_backend.continuous_batching_kwargs({"enforce_eager": True})
+        self.assertIs(kwargs["continuous_batching_config"].use_cuda_graph, False)
+
+
 class LoadTest(unittest.TestCase):
     def test_without_torch_the_load_fails_cleanly(self):
         if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0:

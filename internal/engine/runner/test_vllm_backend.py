@@ -175,11 +175,12 @@ class SamplingMappingTest(unittest.TestCase):
         self.assertEqual(vllm_backend.engine_args_kwargs({"backend": "vllm", "model": "m"}), {"model": "m"})
         config = {"model": "m", "gpu_memory_utilization": 0.85, "max_model_len": 8192,
                   "enable_prefix_caching": False, "tensor_parallel_size": 2, "kv_cache_dtype": "fp8",
-                  "load_format": "dummy", "max_num_seqs": 512, "sim": {"ignored": True}}
+                  "load_format": "dummy", "max_num_seqs": 512, "enforce_eager": True, "sim": {"ignored": True}}
         kwargs = vllm_backend.engine_args_kwargs(config)
         self.assertEqual(kwargs, {"model": "m", "gpu_memory_utilization": 0.85, "max_model_len": 8192,
                                   "enable_prefix_caching": False, "tensor_parallel_size": 2,
-                                  "kv_cache_dtype": "fp8", "load_format": "dummy", "max_num_seqs": 512})
+                                  "kv_cache_dtype": "fp8", "load_format": "dummy", "max_num_seqs": 512,
+                                  "enforce_eager": True})
         self.assertLessEqual(set(kwargs), REAL_ENGINE_ARGS_FIELDS)
         with self.assertRaises(ValueError):
             vllm_backend.engine_args_kwargs({"backend": "vllm"})

@@ -162,7 +162,7 @@ def engine_args_kwargs(config):
         raise ValueError("the vllm backend needs a model")
     kwargs = {"model": model}
     for key in ("gpu_memory_utilization", "max_model_len", "tensor_parallel_size",
-                "kv_cache_dtype", "load_format", "max_num_seqs"):
+                "kv_cache_dtype", "load_format", "max_num_seqs", "enforce_eager"):
         value = config.get(key)
         if value not in (None, "", 0):
             kwargs[key] = value
