@@ -63,6 +63,7 @@ vLLM, else the simulator on 2 simulated GPUs. Writes .vbatch/env, so that anothe
 // smoke run: the same requests fed to the same backend without vbatch, for the ratio.
 type demoOptions struct {
 	n, maxTokens, chunkSize int
+	minMaxTokens            int // draw each request's max_tokens from minMaxTokens..maxTokens
 	noSchema, compareDirect bool
 	// engines, systemPrompts and keepInputOrder are for measuring the tail and the
 	// prefix cache: BatchInput.Engines, synth.Options.SystemPrompts and
@@ -129,6 +130,7 @@ pipeline tokens/s over direct tokens/s.`,
 	f := cmd.Flags()
 	f.IntVar(&o.n, "n", 1000, "number of synthetic candidate requests")
 	f.IntVar(&o.maxTokens, "max-tokens", 2000, "max_tokens of every request")
+	f.IntVar(&o.minMaxTokens, "min-max-tokens", 0, "draw each request's max_tokens between this and --max-tokens, as real completions differ in length (0: every request --max-tokens)")
 	f.IntVar(&o.chunkSize, "chunk-size", 0, fmt.Sprintf("requests per chunk (default %d)", workflows.DefaultChunkSize))
 	f.BoolVar(&o.noSchema, "no-schema", false, "leave response_format out (engines that cannot enforce a schema)")
 	f.IntVar(&o.engines, "engines", 0, "engines the plan cuts the tail for (default: the demo worker's engines)")
@@ -141,6 +143,12 @@ pipeline tokens/s over direct tokens/s.`,
 	_ = f.Set("sim-tokens-per-second", "25000")
 	f.Lookup("sim-tokens-per-second").DefValue = "25000"
 	return cmd
+}
+
+// workload is the demo's requests; the direct baseline writes the same bytes.
+func (o demoOptions) workload() synth.Options {
+	return synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, MinMaxTokens: o.minMaxTokens,
+		NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}
 }
 
 // demoResult is what the demo ran and measured.
@@ -159,7 +167,7 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 	if err != nil {
 		return res, err
 	}
-	if err := synth.WriteCandidates(w, synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}); err != nil {
+	if err := synth.WriteCandidates(w, o.workload()); err != nil {
 		_ = w.Abort()
 		return res, err
 	}

@@ -31,6 +31,7 @@ func (a *app) sampleCmd() *cobra.Command {
 	candidates.Flags().Int64Var(&o.Seed, "seed", 1, "seed: the same seed writes the same bytes")
 	candidates.Flags().StringVar(&o.Model, "model", "", "body.model of every line (default: none, the run's model applies)")
 	candidates.Flags().IntVar(&o.MaxTokens, "max-tokens", 2000, "max_tokens of every line")
+	candidates.Flags().IntVar(&o.MinMaxTokens, "min-max-tokens", 0, "draw each line's max_tokens between this and --max-tokens (0: every line --max-tokens)")
 	candidates.Flags().IntVar(&o.SystemPrompts, "system-prompts", 1, "distinct system prompts, interleaved at random (for measuring the prefix cache)")
 	candidates.Flags().BoolVar(&o.NoSchema, "no-schema", false, "leave response_format out (for engines that cannot enforce a JSON schema)")
 	candidates.Flags().StringVar(&out, "out", "", "where to write: s3://bucket/key or file:///path (required)")

@@ -46,7 +46,7 @@ func (a *app) feedDirect(ctx context.Context, out io.Writer, cfg workers.GPUConf
 	if err != nil {
 		return engine.DirectSummary{}, err
 	}
-	err = synth.WriteCandidates(f, synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, NoSchema: o.noSchema})
+	err = synth.WriteCandidates(f, o.workload())
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

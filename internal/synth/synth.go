@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
 )
 
 // DefaultMaxTokens is the max_tokens of each line when Options leaves it 0, as in
@@ -24,6 +25,12 @@ type Options struct {
 	Seed      int64  // the same seed writes the same bytes
 	Model     string // body.model of every line; left out when ""
 	MaxTokens int    // DefaultMaxTokens when 0
+	// MinMaxTokens, when set, draws each line's max_tokens between it and
+	// MaxTokens. A model with random weights never ends a completion early, so
+	// every request of a fixed max_tokens takes the same number of steps; an engine
+	// that admits a full batch at once then runs in lockstep waves, which real
+	// completions of different lengths break up.
+	MinMaxTokens int
 	// NoSchema leaves response_format out, for engines that cannot enforce a JSON
 	// schema (the transformers backend); the system prompt still asks for the JSON.
 	NoSchema bool
@@ -51,7 +58,7 @@ type batchLine struct {
 type batchBody struct {
 	Model          string          `json:"model,omitempty"`
 	Messages       [2]message      `json:"messages"`
-	MaxTokens      int             `json:"max_tokens"`
+	MaxTokens      json.RawMessage `json:"max_tokens"` // maxTokensSlot in the template
 	Temperature    float64         `json:"temperature"`
 	TopP           float64         `json:"top_p"`
 	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
@@ -73,6 +80,10 @@ func WriteCandidates(w io.Writer, opts Options) error {
 	}
 	if opts.MaxTokens < 0 {
 		return fmt.Errorf("write candidates: max tokens is %d, want ≥ 1", opts.MaxTokens)
+	}
+	if opts.MinMaxTokens < 0 || opts.MinMaxTokens > opts.MaxTokens {
+		return fmt.Errorf("write candidates: least max tokens is %d, want 0 (all %d) or 1 to %d",
+			opts.MinMaxTokens, opts.MaxTokens, opts.MaxTokens)
 	}
 	if opts.SystemPrompts < 0 {
 		return fmt.Errorf("write candidates: %d system prompts, want ≥ 1", opts.SystemPrompts)
@@ -99,8 +110,12 @@ func WriteCandidates(w io.Writer, opts Options) error {
 		}
 		resume.Reset()
 		writeResume(&resume, rng, resumeBudget(rng, len(tmpl.system)))
+		maxTokens := opts.MaxTokens
+		if opts.MinMaxTokens > 0 {
+			maxTokens = opts.MinMaxTokens + rng.IntN(opts.MaxTokens-opts.MinMaxTokens+1)
+		}
 		line.Reset()
-		if err := tmpl.write(&line, CustomID(i), resume.String()); err != nil {
+		if err := tmpl.write(&line, CustomID(i), resume.String(), maxTokens); err != nil {
 			return fmt.Errorf("write candidate %d: %w", i, err)
 		}
 		if _, err := bw.Write(line.Bytes()); err != nil {
@@ -113,21 +128,22 @@ func WriteCandidates(w io.Writer, opts Options) error {
 	return nil
 }
 
-// Placeholders of the line template; neither can occur in a custom_id or résumé.
+// Placeholders of the line template; none can occur in a custom_id or résumé.
 const (
-	idSlot     = "\x00custom_id\x00"
-	resumeSlot = "\x00resume\x00"
+	idSlot        = "\x00custom_id\x00"
+	resumeSlot    = "\x00resume\x00"
+	maxTokensSlot = `"\u0000max_tokens\u0000"` // JSON, where the line's number goes
 )
 
 // template is a batchLine encoded once with placeholders, cut around them. Every
-// line shares all its bytes but the id and the résumé, so only those two are
-// encoded per line: the response format and the rubric are not re-encoded
+// line shares all its bytes but the id, the résumé and max_tokens, so only those
+// are encoded per line: the response format and the rubric are not re-encoded
 // 200,000 times, and the bytes are exactly what encoding the whole line gives.
 type template struct {
-	system          string // the line's system prompt
-	head, mid, tail []byte
-	enc             *json.Encoder
-	str             bytes.Buffer // the encoder's output: one JSON string
+	system                     string // the line's system prompt
+	head, mid, beforeMax, tail []byte
+	enc                        *json.Encoder
+	str                        bytes.Buffer // the encoder's output: one JSON string
 }
 
 func newTemplate(opts Options, system string) (*template, error) {
@@ -141,7 +157,7 @@ func newTemplate(opts Options, system string) (*template, error) {
 				{Role: "system", Content: system},
 				{Role: "user", Content: resumeSlot},
 			},
-			MaxTokens:   opts.MaxTokens,
+			MaxTokens:   json.RawMessage(maxTokensSlot),
 			Temperature: temperature,
 			TopP:        topP,
 		},
@@ -159,11 +175,12 @@ func newTemplate(opts Options, system string) (*template, error) {
 	id, _ := t.quote(nil, idSlot)
 	res, _ := t.quote(nil, resumeSlot)
 	head, rest, ok1 := bytes.Cut(whole, id)
-	mid, tail, ok2 := bytes.Cut(rest, res)
-	if !ok1 || !ok2 {
+	mid, rest, ok2 := bytes.Cut(rest, res)
+	beforeMax, tail, ok3 := bytes.Cut(rest, []byte(maxTokensSlot))
+	if !ok1 || !ok2 || !ok3 {
 		return nil, fmt.Errorf("line template lost its placeholders: %s", whole)
 	}
-	t.head, t.mid, t.tail = head, mid, append(tail, '\n')
+	t.head, t.mid, t.beforeMax, t.tail = head, mid, beforeMax, append(tail, '\n')
 	return t, nil
 }
 
@@ -177,7 +194,7 @@ func (t *template) quote(dst []byte, v any) ([]byte, error) {
 }
 
 // write writes one line, ending in a newline.
-func (t *template) write(buf *bytes.Buffer, id, resume string) error {
+func (t *template) write(buf *bytes.Buffer, id, resume string, maxTokens int) error {
 	buf.Write(t.head)
 	q, err := t.quote(buf.AvailableBuffer(), id)
 	if err != nil {
@@ -189,6 +206,8 @@ func (t *template) write(buf *bytes.Buffer, id, resume string) error {
 		return err
 	}
 	buf.Write(q)
+	buf.Write(t.beforeMax)
+	buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(maxTokens), 10))
 	buf.Write(t.tail)
 	return nil
 }

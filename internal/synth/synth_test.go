@@ -134,6 +134,37 @@ func TestCandidatesOptions(t *testing.T) {
 	assert.Error(t, WriteCandidates(io.Discard, Options{N: -1}))
 }
 
+// With a least max_tokens each line draws its own, over the whole range, and the
+// lines are otherwise the lines of a fixed max_tokens.
+func TestMaxTokensDrawnWithinTheRange(t *testing.T) {
+	const n = 2000
+	drawn := bytes.Split(bytes.TrimSuffix(write(t, Options{N: n, Seed: 3, MaxTokens: 96, MinMaxTokens: 32}), []byte("\n")), []byte("\n"))
+	fixed := bytes.Split(bytes.TrimSuffix(write(t, Options{N: n, Seed: 3, MaxTokens: 96}), []byte("\n")), []byte("\n"))
+	require.Len(t, drawn, n)
+	seen, sum := map[int]bool{}, 0
+	for i, raw := range drawn {
+		var line, fixedLine struct {
+			Body struct {
+				MaxTokens int                 `json:"max_tokens"`
+				Messages  []map[string]string `json:"messages"`
+			} `json:"body"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &line))
+		require.NoError(t, json.Unmarshal(fixed[i], &fixedLine))
+		require.GreaterOrEqual(t, line.Body.MaxTokens, 32)
+		require.LessOrEqual(t, line.Body.MaxTokens, 96)
+		require.Equal(t, fixedLine.Body.Messages, line.Body.Messages, "line %d: the same prompt", i+1)
+		require.Equal(t, 96, fixedLine.Body.MaxTokens)
+		seen[line.Body.MaxTokens] = true
+		sum += line.Body.MaxTokens
+	}
+	assert.Len(t, seen, 96-32+1, "every value of the range drawn")
+	assert.InDelta(t, 64, float64(sum)/n, 2, "the mean is the range's middle")
+
+	assert.ErrorContains(t, WriteCandidates(io.Discard, Options{N: 1, MaxTokens: 64, MinMaxTokens: 65}), "least max tokens is 65")
+	assert.Error(t, WriteCandidates(io.Discard, Options{N: 1, MaxTokens: 64, MinMaxTokens: -1}))
+}
+
 // schemaNode is the part of JSON schema the evaluation uses.
 type schemaNode struct {
 	Type                 string                `json:"type"`
