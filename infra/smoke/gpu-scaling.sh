@@ -5,7 +5,7 @@
 # transformers; the transformers backend runs the shipped Llama-shaped config with
 # random weights.
 #
-#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64] [CHUNK_SIZE=125] [MAX_NUM_SEQS]
+#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64 or LOW-HIGH] [CHUNK_SIZE=125] [MAX_NUM_SEQS]
 #
 # MAX_NUM_SEQS (default: the backend's, 256) bounds the requests each engine runs at
 # once; below N / GPUs it makes every engine refill as requests finish, as a long
@@ -16,6 +16,11 @@ set -euo pipefail
 results=${1:?results folder}
 n=${2:-1000}
 max_tokens=${3:-64}
+# MAX_TOKENS LOW-HIGH draws each request's max_tokens from that range (the model's
+# random weights never end a completion early, so a fixed max_tokens makes every
+# request the same length).
+tokens="--max-tokens ${max_tokens#*-}"
+[ "${max_tokens#*-}" = "$max_tokens" ] || tokens="$tokens --min-max-tokens ${max_tokens%-*}"
 chunk=${4:-125}
 max_num_seqs=${5:+--max-num-seqs $5}
 mkdir -p "$results"
@@ -25,7 +30,7 @@ cd "$(mktemp -d)"
 run() { # NAME EXTRA-FLAGS...
   local name=$1; shift
   "$VBATCH_BIN_DIR/vbatch" demo --engine transformers --load-format dummy --model llama-3.6b \
-    --n "$n" --max-tokens "$max_tokens" --no-schema --chunk-size "$chunk" $max_num_seqs --summary "$results/$name.json" "$@" \
+    --n "$n" $tokens --no-schema --chunk-size "$chunk" $max_num_seqs --summary "$results/$name.json" "$@" \
     >"$results/$name.log" 2>&1
   grep -E "^(status|answered|errors|throughput|GPU)" "$results/$name.log" | sed "s/^/[$name] /"
 }
