@@ -237,7 +237,7 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 	if genErr != nil {
 		genErr = fmt.Errorf("acquire engine: %w", genErr)
 	} else {
-		busy[0] = run.BusySample{Time: time.Now(), BusySeconds: lease.Engine.Stats().BusySeconds}
+		busy[0] = run.SampleEngine(lease.Engine.Stats())
 		ready = lease.Engine.Ready()
 		res.Backend, res.Simulated = ready.Backend, ready.Simulated
 		activity.GetLogger(ctx).Info("generating chunk", "chunk", in.Chunk.Index, "attempt", attempt, "requests", len(reqs),
@@ -250,11 +250,10 @@ func (g *GPU) GenerateChunk(ctx context.Context, in GenerateInput) (GenerateResu
 		} else {
 			genErr = f.run(genCtx, lease, plan)
 		}
-		busy[1] = run.BusySample{Time: time.Now(), BusySeconds: lease.Engine.Stats().BusySeconds}
+		busy[1] = run.SampleEngine(lease.Engine.Stats())
 		if lease.WorkerStats != nil {
-			now := time.Now()
 			for _, s := range lease.WorkerStats() {
-				workerEngines = append(workerEngines, run.BusySample{Time: now, BusySeconds: s.BusySeconds, IdleSeconds: s.IdleSeconds})
+				workerEngines = append(workerEngines, run.SampleEngine(s))
 			}
 		}
 		lease.Release()

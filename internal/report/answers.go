@@ -282,7 +282,7 @@ func (p *pass) attribute(chunk int, created int64, tokens int) {
 		}
 	}
 	at := time.Unix(created, 0).Add(500 * time.Millisecond)
-	if track != nil && len(p.r.Engines) > 0 {
+	if track != nil && len(p.r.Engines) > 0 && !p.r.Engines[track.engine].counted {
 		p.r.Engines[track.engine].Tokens += int64(tokens)
 	}
 	b, ok := p.clock.bucket(at)

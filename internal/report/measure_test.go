@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vbatch/vbatch/internal/blob"
 	"github.com/vbatch/vbatch/internal/gpu"
+	"github.com/vbatch/vbatch/internal/run"
 )
 
 func TestMeasureCountsTokensAndErrorsFromTheRunsFiles(t *testing.T) {
@@ -91,6 +93,39 @@ func TestMeasureRecordsRetriesDeathsLostAttemptsAndOOMs(t *testing.T) {
 	}
 	if len(rel.ErrorExamples) != 3 || rel.ErrorExamples[0].Code != "invalid_json" || rel.ErrorExamples[0].Line != 3 {
 		t.Errorf("error examples %+v: want errors.jsonl's lines in order", rel.ErrorExamples)
+	}
+}
+
+// An engine also answers requests of chunks leased to the worker's other engines.
+// Where the attempts sampled its own count, the report gives that count, not the
+// tokens of its chunks' answers; an engine without samples keeps the latter.
+func TestEngineTokensAreWhatTheEngineItselfAnswered(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 2, 0, 0, 0, time.UTC)
+	f := writeFixture(t, "file://"+t.TempDir(), "night-1", t0, nil)
+	ctx := context.Background()
+	// w/0's count went from 5,000 (a run before) to 5,700 over its chunks 0 and 2,
+	// whose answers hold 1,045 tokens: w/1 answered some of their requests.
+	for _, c := range []struct{ chunk, attempt int }{{0, 1}, {2, 2}} {
+		var a run.AttemptResult
+		uri := f.layout.AttemptResult(c.chunk, c.attempt)
+		if err := blob.ReadJSON(ctx, f.store, uri, &a); err != nil {
+			t.Fatal(err)
+		}
+		a.EngineBusy[0].Tokens, a.EngineBusy[1].Tokens = 5000+int64(c.chunk)*200, 5400+int64(c.chunk)*150
+		if err := blob.WriteJSON(ctx, f.store, uri, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.measure(t, nil)
+
+	if len(r.Engines) != 2 || r.Engines[0].Tokens != 700 || r.Engines[1].Tokens != 294 {
+		t.Fatalf("engines %+v: want w/0 with its own 700 tokens, w/1 with its chunks' 294", r.Engines)
+	}
+	if got := r.Engines[0].TokensPerSecond; math.Abs(got-700.0/26) > 1e-9 {
+		t.Errorf("w/0 %.2f tokens/s, want 700 over its 26 s", got)
+	}
+	if r.Tokens.Total != 1339 {
+		t.Errorf("run tokens %d, want every answer's 1339 whatever the engines counted", r.Tokens.Total)
 	}
 }
 

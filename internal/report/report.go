@@ -86,12 +86,16 @@ type EngineSummary struct {
 	BusySeconds   float64 `json:"busy_seconds"`
 	IdleFraction  float64 `json:"idle_fraction"`
 	// Tokens are the prompt and completion tokens of the answers this engine
-	// produced, over the time from its first chunk's start to its last chunk's end.
+	// produced, over the time from its first chunk's start to its last chunk's end:
+	// read from the engine's own count where the attempts sampled it, since an
+	// engine also answers requests of chunks leased to the worker's other engines;
+	// else those of its chunks' answers.
 	Tokens          int64   `json:"tokens,omitempty"`
 	WallSeconds     float64 `json:"wall_seconds,omitempty"`
 	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
 
 	first, last run.BusySample
+	counted     bool // Tokens came from the engine's count, not its chunks' answers
 }
 
 // Name is how the report names an engine: worker/slot.
@@ -299,6 +303,9 @@ func Build(in Inputs) Report {
 			e.IdleFraction = 1 - e.BusySeconds/e.ActiveSeconds
 			active += e.ActiveSeconds
 			busy += e.BusySeconds
+			if e.last.Tokens > 0 && e.last.Tokens >= e.first.Tokens {
+				e.Tokens, e.counted = e.last.Tokens-e.first.Tokens, true
+			}
 		}
 		e.WallSeconds = spans[key][1].Sub(spans[key][0]).Seconds()
 		r.Engines = append(r.Engines, *e)

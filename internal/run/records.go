@@ -131,4 +131,13 @@ type BusySample struct {
 	Time        time.Time `json:"time"`
 	BusySeconds float64   `json:"busy_seconds"`
 	IdleSeconds float64   `json:"idle_seconds,omitempty"`
+	// Tokens are the prompt and completion tokens of every answer the engine has
+	// given, whichever engine's chunk the request came from.
+	Tokens int64 `json:"tokens,omitempty"`
+}
+
+// SampleEngine is a BusySample of an engine's running totals, taken now.
+func SampleEngine(s engine.Stats) BusySample {
+	return BusySample{Time: time.Now(), BusySeconds: s.BusySeconds, IdleSeconds: s.IdleSeconds,
+		Tokens: s.PromptTokens + s.CompletionTokens}
 }
