@@ -44,5 +44,26 @@ gpus = len(a["engines"])
 ratio = a["tokens"]["tokens_per_second"] / (gpus * o["tokens"]["tokens_per_second"])
 print(f"{gpus} GPUs: {a['tokens']['tokens_per_second']:.0f} tokens/s; one GPU: {o['tokens']['tokens_per_second']:.0f} tokens/s; "
       f"ratio {ratio:.3f}; GPU UUIDs busy: {sorted({g['uuid'] for g in a['gpus'] if g['utilization_mean_pct'] > 0})}")
-json.dump({"gpus": gpus, "ratio": ratio}, open(f"{d}/scaling.json", "w"))
+
+
+def steady(r):
+    """Tokens/s once started and before the drain (answers counted as they finish),
+    and the seconds the run took beyond its tokens at that rate: its start and drain.
+    Both cost about the same seconds in any run, so the same seconds are left out of
+    each: the first 20 and the last 10."""
+    series, width = r["series"]["tokens_per_second"], r["series"]["bucket_seconds"]
+    middle = series[int(20 / width):len(series) - int(10 / width)]
+    rate = sum(middle) / len(middle) if middle else 0
+    fixed = r["timing"]["generation_seconds"] - r["tokens"]["total"] / rate if rate else 0
+    return rate, fixed
+
+
+(rate_all, fixed_all), (rate_one, fixed_one) = steady(a), steady(o)
+steady_ratio = rate_all / (gpus * rate_one) if rate_one else 0
+print(f"steady state: {rate_all:.0f} against {gpus} x {rate_one:.0f} tokens/s, ratio {steady_ratio:.3f}; "
+      f"start and drain {fixed_all:.1f} s of {a['timing']['generation_seconds']:.1f} s on {gpus} GPUs, "
+      f"{fixed_one:.1f} s of {o['timing']['generation_seconds']:.1f} s on one; "
+      f"engine idle {a['engine_idle_fraction']:.2%}, finish spread {a['timing']['engine_finish_spread_seconds']:.2f} s")
+json.dump({"gpus": gpus, "ratio": ratio, "steady_ratio": steady_ratio, "start_and_drain_seconds": [fixed_all, fixed_one]},
+          open(f"{d}/scaling.json", "w"))
 PY
