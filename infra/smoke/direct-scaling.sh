@@ -10,8 +10,8 @@
 #
 # BACKEND=sim runs the same steps against the simulator (a dry run of this script).
 # N requests for each engine, fed MAX_NUM_SEQS plus the worker's margin at a time.
-# CONFIG_JSON is merged into the runner config, e.g.
-# '{"continuous_batching":{"use_cuda_graph":true}}'.
+# CONFIG_JSON is merged into the runner config, e.g. '{"enforce_eager":true}' (no CUDA
+# graphs) or '{"continuous_batching":{"q_padding_interval_size":256}}'.
 # Leaves one.json and all-<GPU>.json (direct.py summaries), their logs, top.txt (the
 # busiest threads while all run) and direct-scaling.json in RESULTS_DIR, and prints
 # the ratio of the engines' summed tokens/s to GPUs × one engine's.
@@ -68,7 +68,7 @@ ratio = total / (count * one["tokens_per_second"])
 ready = {k: one["ready"].get(k) for k in ("use_cuda_graph", "use_async_batching", "direct_max_in_flight")}
 rates = " + ".join("%.0f" % a["tokens_per_second"] for a in alls)
 loads = ", ".join("%.1f" % a["load_seconds"] for a in alls)
-print(f"direct: one engine {one['tokens_per_second']:.0f} tokens/s over {one['seconds']:.1f} s "
+print(f"direct{' (SIMULATED engine)' if one['simulated'] else ''}: one engine {one['tokens_per_second']:.0f} tokens/s over {one['seconds']:.1f} s "
       f"(load {one['load_seconds']:.1f} s); {count} at once {rates} = {total:.0f} tokens/s (loads {loads} s); "
       f"ratio {ratio:.3f}; {ready}")
 json.dump({"gpus": count, "one": one["tokens_per_second"], "all": [a["tokens_per_second"] for a in alls],

@@ -68,7 +68,10 @@ from protocol import (  # noqa: F401  (re-exported: tests and direct.py use runn
 from hf_backend import TransformersBackend
 from vllm_backend import VLLMBackend
 
-RUNNER_VERSION = "1"
+# Part of every answer-cache key (the ready event's versions): raise it when a
+# backend may answer the same request differently. 2: the transformers backend
+# runs CUDA graphs.
+RUNNER_VERSION = "2"
 
 # Every log line of the sim backend carries this prefix, so nobody mistakes a
 # simulated run's log for a GPU's.
