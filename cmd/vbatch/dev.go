@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -74,6 +75,13 @@ type demoOptions struct {
 	// smoke runs can alternate the order and show any drift of the GPU between them.
 	directFirst bool
 	summary     string
+	// warmup runs that many other requests (another seed) through the same engines
+	// first, unmeasured: engines capture their CUDA graphs and fill their caches in
+	// the first tens of seconds, a cost a night's run pays once and a short
+	// measured run would pay again in every figure.
+	warmup int
+	seed   int64  // the workload's seed; the warm-up takes the next
+	runTag string // appended to the run ID
 }
 
 func (a *app) demoCmd() *cobra.Command {
@@ -95,6 +103,9 @@ pipeline tokens/s over direct tokens/s.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, out := cmd.Context(), cmd.OutOrStdout()
 			gpuCfg := flags.config()
+			if o.warmup > 0 && o.compareDirect {
+				return errors.New("--warmup and --compare-direct: the direct baseline would run cold against a warm pipeline; use one or the other")
+			}
 			var direct *engine.DirectSummary
 			if o.compareDirect && o.directFirst {
 				if !cmd.Flags().Changed("engine") || gpuCfg.Engine == "auto" {
@@ -108,6 +119,10 @@ pipeline tokens/s over direct tokens/s.`,
 			}
 			env, err := a.startLocal(ctx, filepath.Join(stateDir, "demo"), &flags, cmd.Flags().Changed("engine"))
 			if err != nil {
+				return err
+			}
+			if err := a.warmUp(ctx, out, env, o, gpuCfg.Model); err != nil {
+				env.stop()
 				return err
 			}
 			res, err := a.demo(ctx, out, env, o, gpuCfg.Model)
@@ -139,6 +154,7 @@ pipeline tokens/s over direct tokens/s.`,
 	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
 	f.BoolVar(&o.directFirst, "direct-first", false, "with --compare-direct, run the direct baseline before the pipeline")
 	f.StringVar(&o.summary, "summary", "", "write the run's figures (and the comparison) as JSON to this file")
+	f.IntVar(&o.warmup, "warmup", 0, "first run this many other requests through the same engines, unmeasured, so that the measured run starts warm")
 	flags.register(f, "auto")
 	_ = f.Set("sim-tokens-per-second", "25000")
 	f.Lookup("sim-tokens-per-second").DefValue = "25000"
@@ -147,8 +163,26 @@ pipeline tokens/s over direct tokens/s.`,
 
 // workload is the demo's requests; the direct baseline writes the same bytes.
 func (o demoOptions) workload() synth.Options {
-	return synth.Options{N: o.n, Seed: 1, MaxTokens: o.maxTokens, MinMaxTokens: o.minMaxTokens,
+	return synth.Options{N: o.n, Seed: max(o.seed, 1), MaxTokens: o.maxTokens, MinMaxTokens: o.minMaxTokens,
 		NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}
+}
+
+// warmUp runs o.warmup requests of the next seed through env's engines as a run of
+// its own, and says how long it took; the measured run follows on the same engines.
+func (a *app) warmUp(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) error {
+	if o.warmup <= 0 {
+		return nil
+	}
+	w := o
+	w.n, w.seed, w.runTag, w.summary, w.compareDirect = o.warmup, max(o.seed, 1)+1, "-warmup", "", false
+	fmt.Fprintf(out, "warming up the engines with %d other requests ...\n", w.n)
+	res, err := a.demo(ctx, io.Discard, env, w, model)
+	if err != nil {
+		return fmt.Errorf("warm-up run: %w", err)
+	}
+	fmt.Fprintf(out, "warm-up %s: %d answered in %.1f s (not measured below)\n",
+		res.Result.RunID, res.Report.Counts.Answered, res.Report.Timing.TotalSeconds)
+	return nil
 }
 
 // demoResult is what the demo ran and measured.
@@ -160,7 +194,7 @@ type demoResult struct {
 
 func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) (demoResult, error) {
 	// The input goes into the run's own folder, so requests, answers and report sit together.
-	runID := "demo-" + time.Now().UTC().Format("20060102-150405")
+	runID := "demo-" + time.Now().UTC().Format("20060102-150405") + o.runTag
 	output := fmt.Sprintf("s3://%s/demo", env.stack.Bucket)
 	res := demoResult{Input: output + "/" + runID + "/requests.jsonl"}
 	w, err := env.store.Create(ctx, res.Input)

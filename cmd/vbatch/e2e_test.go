@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -267,5 +268,58 @@ func TestCLIErrorsAreClear(t *testing.T) {
 				t.Errorf("output holds a stack trace:\n%s", out)
 			}
 		})
+	}
+}
+
+// `vbatch demo --warmup N` first runs N other requests through the same engines as
+// a run of its own; the measured run, and the summary, hold only the requested ones.
+func TestDemoWarmsUpInARunOfItsOwn(t *testing.T) {
+	bin, err := devstack.FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	summaryPath := filepath.Join(dir, "summary.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vbatchBin, "demo", "--engine", "sim", "--gpus", "2", "--n", "40", "--warmup", "25",
+		"--max-tokens", "64", "--summary", summaryPath)
+	cmd.Dir = dir // the demo's own stack keeps its state under the working directory
+	cmd.Env = append(cmd.Environ(), "VBATCH_BIN_DIR="+bin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("vbatch demo --warmup: %v\n%s", err, tail(string(out), 30))
+	}
+	var summary demoResult
+	data, err := os.ReadFile(summaryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &summary); err != nil {
+		t.Fatal(err)
+	}
+	if id := summary.Result.RunID; strings.HasSuffix(id, "-warmup") || summary.Report.Counts.Answered != 40 {
+		t.Errorf("summary of run %s with %d answered: want the measured run's 40", id, summary.Report.Counts.Answered)
+	}
+	if !strings.Contains(string(out), "-warmup: 25 answered") {
+		t.Errorf("the demo does not say what the warm-up ran:\n%s", tail(string(out), 30))
+	}
+	// versitygw keeps s3://BUCKET/KEY at .vbatch/demo/s3/BUCKET/KEY.
+	runs, err := filepath.Glob(filepath.Join(dir, ".vbatch", "demo", "s3", "*", "demo", "demo-*", "output.jsonl"))
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("runs with an output: %v (%v), want the warm-up's and the measured one's", runs, err)
+	}
+	for _, path := range runs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 40
+		if strings.HasSuffix(filepath.Dir(path), "-warmup") {
+			want = 25
+		}
+		if got := bytes.Count(data, []byte("\n")); got != want {
+			t.Errorf("%s: %d answers, want %d", path, got, want)
+		}
 	}
 }

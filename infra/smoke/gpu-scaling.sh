@@ -5,8 +5,10 @@
 # transformers; the transformers backend runs the shipped Llama-shaped config with
 # random weights.
 #
-#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64 or LOW-HIGH] [CHUNK_SIZE=125] [MAX_NUM_SEQS]
+#   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64 or LOW-HIGH] [CHUNK_SIZE=125] [MAX_NUM_SEQS] [WARMUP]
 #
+# WARMUP requests (other ones) go through each run's engines first, unmeasured
+# (`vbatch demo --warmup`), so that neither run's figures hold the engines' start.
 # MAX_NUM_SEQS (default: the backend's, 256) bounds the requests each engine runs at
 # once; below N / GPUs it makes every engine refill as requests finish, as a long
 # run does, instead of taking its whole share at the start.
@@ -23,6 +25,7 @@ tokens="--max-tokens ${max_tokens#*-}"
 [ "${max_tokens#*-}" = "$max_tokens" ] || tokens="$tokens --min-max-tokens ${max_tokens%-*}"
 chunk=${4:-125}
 max_num_seqs=${5:+--max-num-seqs $5}
+warmup=${6:+--warmup $6}
 mkdir -p "$results"
 source "$(dirname "$0")/unpack.sh"
 cd "$(mktemp -d)"
@@ -30,7 +33,7 @@ cd "$(mktemp -d)"
 run() { # NAME EXTRA-FLAGS...
   local name=$1; shift
   "$VBATCH_BIN_DIR/vbatch" demo --engine transformers --load-format dummy --model llama-3.6b \
-    --n "$n" $tokens --no-schema --chunk-size "$chunk" $max_num_seqs --summary "$results/$name.json" "$@" \
+    --n "$n" $tokens --no-schema --chunk-size "$chunk" $max_num_seqs $warmup --summary "$results/$name.json" "$@" \
     >"$results/$name.log" 2>&1
   grep -E "^(status|answered|errors|throughput|GPU)" "$results/$name.log" | sed "s/^/[$name] /"
 }
