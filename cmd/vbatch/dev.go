@@ -80,8 +80,9 @@ type demoOptions struct {
 	// the first tens of seconds, a cost a night's run pays once and a short
 	// measured run would pay again in every figure.
 	warmup int
-	seed   int64  // the workload's seed; the warm-up takes the next
-	runTag string // appended to the run ID
+	// warmingUp marks the warm-up run itself: seed 2 instead of 1, so that no
+	// request of the measured run repeats, and a run ID ending in -warmup.
+	warmingUp bool
 }
 
 func (a *app) demoCmd() *cobra.Command {
@@ -163,18 +164,22 @@ pipeline tokens/s over direct tokens/s.`,
 
 // workload is the demo's requests; the direct baseline writes the same bytes.
 func (o demoOptions) workload() synth.Options {
-	return synth.Options{N: o.n, Seed: max(o.seed, 1), MaxTokens: o.maxTokens, MinMaxTokens: o.minMaxTokens,
+	seed := int64(1)
+	if o.warmingUp {
+		seed = 2
+	}
+	return synth.Options{N: o.n, Seed: seed, MaxTokens: o.maxTokens, MinMaxTokens: o.minMaxTokens,
 		NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}
 }
 
-// warmUp runs o.warmup requests of the next seed through env's engines as a run of
-// its own, and says how long it took; the measured run follows on the same engines.
+// warmUp runs o.warmup other requests through env's engines as a run of its own,
+// and says how long it took; the measured run follows on the same engines.
 func (a *app) warmUp(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) error {
 	if o.warmup <= 0 {
 		return nil
 	}
 	w := o
-	w.n, w.seed, w.runTag, w.summary, w.compareDirect = o.warmup, max(o.seed, 1)+1, "-warmup", "", false
+	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup, true, "", false
 	fmt.Fprintf(out, "warming up the engines with %d other requests ...\n", w.n)
 	res, err := a.demo(ctx, io.Discard, env, w, model)
 	if err != nil {
@@ -194,7 +199,10 @@ type demoResult struct {
 
 func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) (demoResult, error) {
 	// The input goes into the run's own folder, so requests, answers and report sit together.
-	runID := "demo-" + time.Now().UTC().Format("20060102-150405") + o.runTag
+	runID := "demo-" + time.Now().UTC().Format("20060102-150405")
+	if o.warmingUp {
+		runID += "-warmup"
+	}
 	output := fmt.Sprintf("s3://%s/demo", env.stack.Bucket)
 	res := demoResult{Input: output + "/" + runID + "/requests.jsonl"}
 	w, err := env.store.Create(ctx, res.Input)
