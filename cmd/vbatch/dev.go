@@ -75,10 +75,12 @@ type demoOptions struct {
 	// smoke runs can alternate the order and show any drift of the GPU between them.
 	directFirst bool
 	summary     string
-	// warmup runs that many other requests (another seed) through the same engines
-	// first, unmeasured: engines capture their CUDA graphs and fill their caches in
-	// the first tens of seconds, a cost a night's run pays once and a short
-	// measured run would pay again in every figure.
+	// warmup runs that many other requests an engine (another seed) through the
+	// same engines first, unmeasured: engines capture their CUDA graphs and fill
+	// their caches in the first tens of seconds, a cost a night's run pays once and a
+	// short measured run would pay again in every figure. It counts per engine
+	// because each engine captures its own graphs: a fixed total would warm four
+	// engines a quarter as much as one.
 	warmup int
 	// warmingUp marks the warm-up run itself: seed 2 instead of 1, so that no
 	// request of the measured run repeats, and a run ID ending in -warmup.
@@ -155,7 +157,7 @@ pipeline tokens/s over direct tokens/s.`,
 	f.BoolVar(&o.compareDirect, "compare-direct", false, "afterwards, feed the same requests to the same backend directly and compare tokens/s")
 	f.BoolVar(&o.directFirst, "direct-first", false, "with --compare-direct, run the direct baseline before the pipeline")
 	f.StringVar(&o.summary, "summary", "", "write the run's figures (and the comparison) as JSON to this file")
-	f.IntVar(&o.warmup, "warmup", 0, "first run this many other requests through the same engines, unmeasured, so that the measured run starts warm")
+	f.IntVar(&o.warmup, "warmup", 0, "first run this many other requests an engine through the same engines, unmeasured, so that the measured run starts warm")
 	flags.register(f, "auto")
 	_ = f.Set("sim-tokens-per-second", "25000")
 	f.Lookup("sim-tokens-per-second").DefValue = "25000"
@@ -172,15 +174,19 @@ func (o demoOptions) workload() synth.Options {
 		NoSchema: o.noSchema, SystemPrompts: o.systemPrompts}
 }
 
-// warmUp runs o.warmup other requests through env's engines as a run of its own,
-// and says how long it took; the measured run follows on the same engines.
+// warmUp runs o.warmup other requests an engine through env's engines as a run of
+// its own, and says how long it took; the measured run follows on the same engines.
 func (a *app) warmUp(ctx context.Context, out io.Writer, env *localEnv, o demoOptions, model string) error {
 	if o.warmup <= 0 {
 		return nil
 	}
+	engines := 1
+	if env.workers != nil && env.workers.gpu != nil {
+		engines = env.workers.gpu.Engines()
+	}
 	w := o
-	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup, true, "", false
-	fmt.Fprintf(out, "warming up the engines with %d other requests ...\n", w.n)
+	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup*engines, true, "", false
+	fmt.Fprintf(out, "warming up %d engines with %d other requests each ...\n", engines, o.warmup)
 	res, err := a.demo(ctx, io.Discard, env, w, model)
 	if err != nil {
 		return fmt.Errorf("warm-up run: %w", err)

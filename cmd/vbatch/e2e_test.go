@@ -271,8 +271,9 @@ func TestCLIErrorsAreClear(t *testing.T) {
 	}
 }
 
-// `vbatch demo --warmup N` first runs N other requests through the same engines as
-// a run of its own; the measured run, and the summary, hold only the requested ones.
+// `vbatch demo --warmup N` first runs N other requests an engine through the same
+// engines as a run of its own; the measured run, and the summary, hold only the
+// requested ones.
 func TestDemoWarmsUpInARunOfItsOwn(t *testing.T) {
 	bin, err := devstack.FindBinDir()
 	if err != nil {
@@ -301,7 +302,8 @@ func TestDemoWarmsUpInARunOfItsOwn(t *testing.T) {
 	if id := summary.Result.RunID; strings.HasSuffix(id, "-warmup") || summary.Report.Counts.Answered != 40 {
 		t.Errorf("summary of run %s with %d answered: want the measured run's 40", id, summary.Report.Counts.Answered)
 	}
-	if !strings.Contains(string(out), "-warmup: 25 answered") {
+	// Two simulated GPUs, two engines: 25 requests each.
+	if !strings.Contains(string(out), "-warmup: 50 answered") {
 		t.Errorf("the demo does not say what the warm-up ran:\n%s", tail(string(out), 30))
 	}
 	// versitygw keeps s3://BUCKET/KEY at .vbatch/demo/s3/BUCKET/KEY.
@@ -316,7 +318,7 @@ func TestDemoWarmsUpInARunOfItsOwn(t *testing.T) {
 		}
 		want := 40
 		if strings.HasSuffix(filepath.Dir(path), "-warmup") {
-			want = 25
+			want = 50
 		}
 		if got := bytes.Count(data, []byte("\n")); got != want {
 			t.Errorf("%s: %d answers, want %d", path, got, want)

@@ -7,8 +7,9 @@
 #
 #   bash .device/gpu-scaling.sh RESULTS_DIR [N=1000] [MAX_TOKENS=64 or LOW-HIGH] [CHUNK_SIZE=125] [MAX_NUM_SEQS] [WARMUP]
 #
-# WARMUP requests (other ones) go through each run's engines first, unmeasured
-# (`vbatch demo --warmup`), so that neither run's figures hold the engines' start.
+# WARMUP requests an engine (other ones) go through each run's engines first,
+# unmeasured (`vbatch demo --warmup`), so that neither run's figures hold the
+# engines' start.
 # MAX_NUM_SEQS (default: the backend's, 256) bounds the requests each engine runs at
 # once; below N / GPUs it makes every engine refill as requests finish, as a long
 # run does, instead of taking its whole share at the start.
@@ -67,6 +68,25 @@ print(f"steady state: {rate_all:.0f} against {gpus} x {rate_one:.0f} tokens/s, r
       f"start and drain {fixed_all:.1f} s of {a['timing']['generation_seconds']:.1f} s on {gpus} GPUs, "
       f"{fixed_one:.1f} s of {o['timing']['generation_seconds']:.1f} s on one; "
       f"engine idle {a['engine_idle_fraction']:.2%}, finish spread {a['timing']['engine_finish_spread_seconds']:.2f} s")
-json.dump({"gpus": gpus, "ratio": ratio, "steady_ratio": steady_ratio, "start_and_drain_seconds": [fixed_all, fixed_one]},
+
+
+def graphs(name):
+    """CUDA graphs each engine captured during the measured run, from transformers'
+    "Setting graph for key" lines in the demo's log: a capture costs a step about
+    80 ms, so the ones left in the measured run are part of its start."""
+    counts, measured = {}, False
+    for line in open(f"{d}/{name}.log", errors="replace"):
+        if "generating chunk" in line:
+            measured = "-warmup" not in line
+        if measured and "Setting graph for key" in line:
+            slot = line.split('"slot": ')[1].split(",")[0] if '"slot": ' in line else "?"
+            counts[slot] = counts.get(slot, 0) + 1
+    return [counts[s] for s in sorted(counts)]
+
+
+captured = {"all": graphs("all"), "one": graphs("one")}
+print(f"CUDA graphs captured during the measured run, per engine: {captured['all']} on {gpus} GPUs, {captured['one']} on one")
+json.dump({"gpus": gpus, "ratio": ratio, "steady_ratio": steady_ratio, "start_and_drain_seconds": [fixed_all, fixed_one],
+           "graphs_captured": captured},
           open(f"{d}/scaling.json", "w"))
 PY
