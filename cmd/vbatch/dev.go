@@ -186,7 +186,7 @@ func (a *app) warmUp(ctx context.Context, out io.Writer, env *localEnv, o demoOp
 	}
 	w := o
 	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup*engines, true, "", false
-	fmt.Fprintf(out, "warming up %d engines with %d other requests each ...\n", engines, o.warmup)
+	fmt.Fprintf(out, "warming up with %d other requests an engine (%d in all) ...\n", o.warmup, w.n)
 	res, err := a.demo(ctx, io.Discard, env, w, model)
 	if err != nil {
 		return fmt.Errorf("warm-up run: %w", err)
