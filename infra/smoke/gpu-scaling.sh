@@ -70,21 +70,22 @@ print(f"steady state: {rate_all:.0f} against {gpus} x {rate_one:.0f} tokens/s, r
       f"engine idle {a['engine_idle_fraction']:.2%}, finish spread {a['timing']['engine_finish_spread_seconds']:.2f} s")
 
 
-def graphs(name):
-    """CUDA graphs each engine captured during the measured run, from transformers'
-    "Setting graph for key" lines in the demo's log: a capture costs a step about
-    80 ms, so the ones left in the measured run are part of its start."""
-    counts, measured = {}, False
+def graphs(name, engines):
+    """CUDA graphs each engine (slot) captured during the measured run, from
+    transformers' "Setting graph for key" lines in the demo's log: a capture costs a
+    step about 80 ms, so the ones left in the measured run are part of its start."""
+    counts, measured = [0] * engines, False
     for line in open(f"{d}/{name}.log", errors="replace"):
         if "generating chunk" in line:
             measured = "-warmup" not in line
-        if measured and "Setting graph for key" in line:
-            slot = line.split('"slot": ')[1].split(",")[0] if '"slot": ' in line else "?"
-            counts[slot] = counts.get(slot, 0) + 1
-    return [counts[s] for s in sorted(counts)]
+        if measured and "Setting graph for key" in line and '"slot": ' in line:
+            slot = int(line.split('"slot": ')[1].split(",")[0])
+            if slot < engines:
+                counts[slot] += 1
+    return counts
 
 
-captured = {"all": graphs("all"), "one": graphs("one")}
+captured = {"all": graphs("all", gpus), "one": graphs("one", 1)}
 print(f"CUDA graphs captured during the measured run, per engine: {captured['all']} on {gpus} GPUs, {captured['one']} on one")
 json.dump({"gpus": gpus, "ratio": ratio, "steady_ratio": steady_ratio, "start_and_drain_seconds": [fixed_all, fixed_one],
            "graphs_captured": captured},
