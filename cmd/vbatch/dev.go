@@ -180,12 +180,8 @@ func (a *app) warmUp(ctx context.Context, out io.Writer, env *localEnv, o demoOp
 	if o.warmup <= 0 {
 		return nil
 	}
-	engines := 1
-	if env.workers != nil && env.workers.gpu != nil {
-		engines = env.workers.gpu.Engines()
-	}
 	w := o
-	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup*engines, true, "", false
+	w.n, w.warmingUp, w.summary, w.compareDirect = o.warmup*max(env.engines(), 1), true, "", false
 	fmt.Fprintf(out, "warming up with %d other requests an engine (%d in all) ...\n", o.warmup, w.n)
 	res, err := a.demo(ctx, io.Discard, env, w, model)
 	if err != nil {
@@ -223,9 +219,9 @@ func (a *app) demo(ctx context.Context, out io.Writer, env *localEnv, o demoOpti
 		return res, err
 	}
 	fmt.Fprintf(out, "wrote %d synthetic candidate requests to %s\nrunning %s on %s ...\n", o.n, res.Input, runID, env.engine)
-	if o.engines == 0 && env.workers != nil && env.workers.gpu != nil {
+	if o.engines == 0 {
 		// The demo's own worker is the only one: Plan cuts the tail for its engines.
-		o.engines = env.workers.gpu.Engines()
+		o.engines = env.engines()
 	}
 	in := workflows.BatchInput{Input: res.Input, Output: output, Model: model, ChunkSize: o.chunkSize,
 		Engines: o.engines, KeepInputOrder: o.keepInputOrder}
@@ -278,6 +274,14 @@ type localEnv struct {
 	engineKind string
 	// stopMetrics stops serving --metrics-addr.
 	stopMetrics func()
+}
+
+// engines is how many engines the local GPU worker runs; 0 without one.
+func (e *localEnv) engines() int {
+	if e.workers == nil || e.workers.gpu == nil {
+		return 0
+	}
+	return e.workers.gpu.Engines()
 }
 
 // stop stops workers, client and stack; a second call does nothing.
